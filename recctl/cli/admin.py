@@ -1,0 +1,110 @@
+"""``recctl init``, ``recctl status`` and ``recctl sample``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from recctl.cli.state import State
+from recctl.console import to_json
+
+
+def _render_status(s: dict[str, Any], c: Console) -> None:
+    ev = s["events"]
+    t = Table(title=f"warehouse {s['warehouse']}  ({s['size_mb']} MB, schema v{s['schema_version']})",
+              title_justify="left", show_header=False)  # fmt: skip
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row(
+        "events",
+        f"{ev['rows']:,}  ({ev['users']:,} users, {ev['sessions']:,} sessions, {ev['items']:,} items)",
+    )
+    t.add_row("time span", f"{ev['first_ts']} → {ev['last_ts']}")
+    t.add_row("by type", ", ".join(f"{k} {v:,}" for k, v in ev["by_type"].items()) or "-")
+    t.add_row("items / users", f"{s['items']:,} / {s['users']:,}")
+    files = s["ingest"]["files"]
+    t.add_row("ingested files", ", ".join(f"{k} {v['files']}" for k, v in files.items()) or "none")
+    t.add_row("rejected rows", ", ".join(f"{k} {v:,}" for k, v in s["ingest"]["rejects"].items()) or "0")
+    w = s["writer"]
+    t.add_row("writer", f"pid {w['pid']} ({w['command']}) since {w['started_at']}" if w else "none")
+    c.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("init")
+    def init_cmd(
+        ctx: typer.Context,
+        directory: Annotated[Path, typer.Argument(help="project folder (created if missing)")] = Path("."),
+    ) -> None:
+        """Scaffold DIR/configs/ (commented recctl.toml, ingest mappings) and an empty, migrated warehouse.
+
+        Existing files are kept. The warehouse goes to --warehouse, else DIR/recctl.duckdb.
+        """
+        from recctl.config import load_config
+        from recctl.scaffold import scaffold
+        from recctl.warehouse import open_writer
+
+        state: State = ctx.obj
+        directory.mkdir(parents=True, exist_ok=True)
+        result = scaffold(directory)
+        wh_path = state.warehouse or directory / "recctl.duckdb"
+        cfg = load_config(state.config_path, overrides={"warehouse": {"path": str(wh_path)}})
+        with open_writer(cfg, "init") as wh:
+            result["warehouse"] = str(wh.path)
+
+        def render(c: Console) -> None:
+            for p in result["written"]:
+                c.print(f"  [green]wrote[/] {p}")
+            for p in result["kept"]:
+                c.print(f"  [dim]kept[/]  {p}")
+            c.print(f"  warehouse ready: {result['warehouse']}")
+
+        state.out.emit(result, render)
+
+    @app.command("status")
+    def status_cmd(
+        ctx: typer.Context,
+        show_config: Annotated[
+            bool, typer.Option("--config", "--show-config", help="print the resolved configuration and exit")
+        ] = False,
+        wait: Annotated[
+            float, typer.Option("--wait", help="wait up to SECONDS while a writer is busy")
+        ] = 0.0,
+    ) -> None:
+        """What is in the warehouse: counts, time span, ingested files, rejects, the current writer."""
+        from recctl.status import warehouse_status
+        from recctl.warehouse import open_reader
+
+        state: State = ctx.obj
+        cfg = state.config
+        if show_config:
+            # the resolved config is data: stdout, always
+            typer.echo(json.dumps(cfg.resolved(), indent=None if state.out.json_mode else 2))
+            return
+        with open_reader(cfg, wait=wait) as wh:
+            s = warehouse_status(wh)
+        state.out.emit(s, lambda c: _render_status(s, c))
+
+    @app.command("sample")
+    def sample_cmd(
+        ctx: typer.Context,
+        out_dir: Annotated[Path, typer.Argument(help="folder to write the sample shop into")],
+        seed: Annotated[
+            int | None, typer.Option("--seed", help="seed (default: the config's root seed)")
+        ] = None,
+        users: Annotated[int, typer.Option("--users", min=10)] = 2000,
+        items: Annotated[int, typer.Option("--items", min=50)] = 1500,
+        days: Annotated[int, typer.Option("--days", min=14)] = 90,
+    ) -> None:
+        """Generate the synthetic fashion shop (events, items, users, planted ground truth) into OUT_DIR."""
+        from recctl.sample import generate
+
+        state: State = ctx.obj
+        summary = generate(out_dir, seed=state.config.seed if seed is None else seed, n_users=users,
+                           n_items=items, days=days)  # fmt: skip
+        state.out.emit(summary, lambda c: c.print_json(to_json(summary)))

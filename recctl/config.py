@@ -1,0 +1,167 @@
+"""Typed configuration: ``configs/recctl.toml`` → pydantic models, with ``RECCTL_*`` overrides.
+
+Precedence, lowest first: built-in defaults, the TOML file, environment variables, command-line flags.
+Environment variables name a key path with ``__`` between levels, e.g.
+``RECCTL_INGEST__FUTURE_TOLERANCE=2h`` or ``RECCTL_SEED=7``; ``RECCTL_WAREHOUSE`` alone sets
+``warehouse.path``. Unknown keys, in the file or the environment, are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from recctl.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("configs/recctl.toml")
+ENV_PREFIX = "RECCTL_"
+#: Environment variables that are options of the CLI rather than config keys.
+ENV_NOT_CONFIG = frozenset({"RECCTL_CONFIG"})
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """'90s', '15m', '2h', '1d', '4w' → timedelta."""
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30m, 2h, 1d, 4w)")
+    return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class WarehouseConfig(Strict):
+    path: Path = Field(Path("recctl.duckdb"), description="DuckDB file")
+    threads: int | None = Field(None, ge=1, description="DuckDB threads (default: all cores)")
+    memory_limit: str | None = Field(None, description="DuckDB memory limit, e.g. '4GB'")
+    lock_wait: float = Field(0.0, ge=0, description="seconds a writer waits for the lock before exit 75")
+
+
+class IngestConfig(Strict):
+    mappings_dir: Path = Path("configs/mappings")
+    default_mapping: dict[str, str] = Field(
+        default_factory=dict, description="table → mapping used when --mapping is not given"
+    )
+    extra_event_types: list[str] = Field(default_factory=list)
+    future_tolerance: str = "1d"
+    min_timestamp: datetime = datetime(1970, 1, 2)
+
+    @field_validator("future_tolerance")
+    @classmethod
+    def _duration(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+    @field_validator("extra_event_types")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        for name in v:
+            if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+                raise ValueError(f"event type names are lower_snake_case: {name!r}")
+        return v
+
+
+class RecctlConfig(Strict):
+    seed: int = Field(42, description="root seed; every random component derives its own from it")
+    warehouse: WarehouseConfig = WarehouseConfig()
+    ingest: IngestConfig = IngestConfig()
+    runs_dir: Path = Path("runs")
+
+    def resolved(self) -> dict[str, Any]:
+        """The config as plain JSON-able data (what `recctl status --config` prints and runs save)."""
+        return self.model_dump(mode="json")
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in sorted(environ.items()):
+        if not key.startswith(ENV_PREFIX) or key in ENV_NOT_CONFIG:
+            continue
+        path = [p.lower() for p in key[len(ENV_PREFIX) :].split("__")]
+        if path == ["warehouse"]:
+            path = ["warehouse", "path"]
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"environment variable {key} conflicts with another RECCTL_ variable")
+        node[path[-1]] = _env_value(value)
+    return out
+
+
+def _env_value(value: str) -> Any:
+    """Lists are given as TOML arrays (RECCTL_X='["a", "b"]'); everything else as a string."""
+    v = value.strip()
+    if v.startswith(("[", "{")):
+        try:
+            return tomllib.loads(f"v = {v}")["v"]
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"cannot parse environment value {value!r}: {exc}") from exc
+    return value
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(merged.get(k), dict):
+            merged[k] = _merge(merged[k], v)
+        else:
+            merged[k] = v
+    return merged
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{loc}'")
+        else:
+            lines.append(f"'{loc}': {err['msg']}")
+    return f"invalid configuration ({source}): " + "; ".join(lines)
+
+
+def load_config(
+    path: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> RecctlConfig:
+    """Load the config file (``path``, else ``configs/recctl.toml`` when present), then env, then overrides.
+
+    Relative paths inside the file are taken relative to the current directory, as users run recctl
+    from their project folder.
+    """
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is None and env.get("RECCTL_CONFIG"):
+        path = Path(env["RECCTL_CONFIG"])
+    if path is not None and not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    file = path if path is not None else (DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None)
+    if file is not None:
+        try:
+            data = tomllib.loads(file.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"cannot parse {file}: {exc}") from exc
+        source = str(file)
+    env_data = _env_overrides(env)
+    if env_data:
+        source += " + RECCTL_* environment"
+    data = _merge(_merge(data, env_data), overrides or {})
+    try:
+        return RecctlConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from exc

@@ -1,0 +1,90 @@
+"""Where output goes: data on stdout (``--json``), people on stderr (rich tables, progress bars).
+
+Tables and progress bars appear only when stderr is a terminal and ``--quiet`` is not given, so cron
+jobs stay silent unless something fails. Set ``TTY_COMPATIBLE=1`` to force them (e.g. for a log you
+read yourself). Errors and warnings always go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+
+def _default(o: object) -> object:
+    if isinstance(o, datetime | date):
+        return o.isoformat()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def to_json(data: Any) -> str:
+    return json.dumps(data, default=_default, ensure_ascii=False)
+
+
+@dataclass
+class Output:
+    json_mode: bool = False
+    quiet: bool = False
+    verbose: int = 0
+    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
+
+    @property
+    def people(self) -> bool:
+        """Whether human-facing tables and progress go to stderr."""
+        return not self.quiet and not self.json_mode and self.err.is_terminal
+
+    def emit(self, data: Any, render: Callable[[Console], None] | None = None) -> None:
+        """One result: the JSON document on stdout with --json, else the rendering for people."""
+        if self.json_mode:
+            sys.stdout.write(to_json(data) + "\n")
+            sys.stdout.flush()
+        elif render is not None and self.people:
+            render(self.err)
+
+    def info(self, message: str) -> None:
+        if not self.quiet and not self.json_mode and self.err.is_terminal:
+            self.err.print(message)
+
+    def warn(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(f"[yellow]warning:[/] {message}")
+
+    def error(self, message: str, hint: str | None = None) -> None:
+        self.err.print(f"[bold red]recctl: error:[/] {message}", soft_wrap=True)
+        if hint:
+            self.err.print(f"  [dim]hint:[/] {hint}", soft_wrap=True)
+
+    @contextmanager
+    def progress(self, total: float | None, description: str) -> Iterator[Callable[..., None]]:
+        """A progress bar on stderr (a no-op for cron jobs); yields ``advance(n=1, description=None)``."""
+        if not self.people:
+            yield lambda *a, **k: None
+            return
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=self.err, transient=True,
+        ) as bar:  # fmt: skip
+            task = bar.add_task(description, total=total)
+
+            def advance(n: float = 1, description: str | None = None) -> None:
+                bar.update(task, advance=n, description=description or bar.tasks[0].description)
+
+            yield advance

@@ -1,0 +1,134 @@
+"""``recctl ingest``: raw files → validated, de-duplicated rows in the warehouse."""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from recctl import schema
+from recctl.config import RecctlConfig, parse_duration
+from recctl.errors import ConfigError, InputMissingError
+from recctl.ingest.loader import FileResult, load_file
+from recctl.ingest.mapping import Mapping, identity_mapping, load_mapping
+from recctl.ingest.stage import Rules
+from recctl.warehouse import Warehouse
+
+__all__ = ["FileResult", "IngestReport", "ingest", "resolve_mapping", "resolve_paths"]
+
+SUPPORTED_SUFFIXES = (".csv", ".tsv", ".tab", ".json", ".ndjson", ".jsonl", ".parquet", ".pq", ".txt")
+
+
+@dataclass
+class IngestReport:
+    target: str
+    mapping: str
+    files: list[FileResult] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [f for f in self.files if f.status == "failed"]
+
+    def totals(self) -> dict[str, int]:
+        keys = ("rows_read", "rows_loaded", "rows_rejected", "rows_duplicate")
+        return {k: sum(int(getattr(f, k)) for f in self.files) for k in keys}
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "target": self.target,
+            "mapping": self.mapping,
+            "files": [f.as_dict() for f in self.files],
+            "totals": self.totals(),
+            "failed": len(self.failed),
+        }
+
+
+def _is_data_file(p: Path) -> bool:
+    name = p.name.lower().removesuffix(".gz")
+    return p.is_file() and not p.name.startswith(".") and name.endswith(SUPPORTED_SUFFIXES)
+
+
+def resolve_paths(specs: Iterable[str]) -> list[Path]:
+    """Files, folders (their data files, recursively) and glob patterns → sorted unique files."""
+    out: list[Path] = []
+    for spec in specs:
+        p = Path(spec)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if _is_data_file(q))
+            if not found:
+                raise InputMissingError(f"no data files in folder {spec}")
+            out.extend(found)
+        elif p.is_file():
+            out.append(p)
+        elif any(ch in spec for ch in "*?["):
+            found = sorted(Path(m) for m in glob.glob(spec, recursive=True) if Path(m).is_file())
+            if not found:
+                raise InputMissingError(f"no files match {spec}")
+            out.extend(found)
+        else:
+            raise InputMissingError(f"input not found: {spec}")
+    seen: set[Path] = set()
+    unique = []
+    for p in out:
+        r = p.resolve()
+        if r not in seen:
+            seen.add(r)
+            unique.append(r)
+    return unique
+
+
+def resolve_mapping(cfg: RecctlConfig, target: str, name: str | None) -> Mapping:
+    if target not in schema.TABLES:
+        raise ConfigError(f"unknown table {target!r}; use one of {', '.join(schema.TABLES)}")
+    name = name or cfg.ingest.default_mapping.get(target)
+    if not name:
+        return identity_mapping(target)  # type: ignore[arg-type,unused-ignore]
+    mapping = load_mapping(name, cfg.ingest.mappings_dir)
+    if mapping.target != target:
+        raise ConfigError(f"mapping {mapping.source} is for {mapping.target}, not {target}")
+    return mapping
+
+
+def rules_from(cfg: RecctlConfig, now: datetime | None = None) -> Rules:
+    now = (now or datetime.now(UTC)).replace(tzinfo=None)
+    tol = cfg.ingest.future_tolerance
+    return Rules(
+        event_types=schema.EVENT_TYPES + tuple(cfg.ingest.extra_event_types),
+        now=now,
+        future_limit=now + parse_duration(tol),
+        future_tolerance=tol,
+        min_timestamp=cfg.ingest.min_timestamp,
+    )
+
+
+def ingest(
+    wh: Warehouse,
+    cfg: RecctlConfig,
+    target: str,
+    paths: list[Path],
+    *,
+    mapping: Mapping,
+    fmt: str | None = None,
+    force: bool = False,
+    on_file: Callable[[Path, FileResult | None], None] | None = None,
+) -> IngestReport:
+    """Load ``paths`` into ``target``, one transaction per file. Never raises for a bad file:
+    failures are in the report (and the manifest), so that one broken export does not stop the rest."""
+    for name in mapping.event_types.values():
+        if name not in schema.EVENT_TYPES + tuple(cfg.ingest.extra_event_types):
+            raise ConfigError(
+                f"mapping {mapping.source} maps to unknown event type {name!r}",
+                hint="add it to [ingest] extra_event_types in the config",
+            )
+    rules = rules_from(cfg)
+    report = IngestReport(target, mapping.source)
+    for path in paths:
+        if on_file:
+            on_file(path, None)
+        result = load_file(wh.con, path, mapping, rules, fmt=fmt, force=force)
+        report.files.append(result)
+        if on_file:
+            on_file(path, result)
+    return report

@@ -1,0 +1,223 @@
+"""Readers: every supported file format as one DuckDB relation of source columns.
+
+CSV/TSV are read as all-VARCHAR so that a bad value becomes a reject row with a reason rather than a
+failed cast; DuckDB's own rejects table catches rows it cannot parse at all (broken quoting, wrong
+column count, bad encoding) with their raw text and line. JSON is read record by record as text, so
+that malformed lines and non-object records are rejects too. Nothing is skipped silently.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import duckdb
+
+from recctl.errors import ConfigError, DataError
+from recctl.ingest.mapping import FORMATS, ReadOptions
+
+REJECTS_TABLE = "_recctl_rej_errors"
+REJECTS_SCAN = "_recctl_rej_scans"
+LINES_TABLE = "_recctl_lines"
+#: A delimiter that does not occur in text lines: used to read a file one whole line per row.
+_LINE_DELIM = "\x1f"
+
+LineMode = Literal["csv", "column", "ordinal"]
+
+
+@dataclass
+class Source:
+    path: Path
+    format: str
+    sql: str  # a relation (usable after FROM), aliased by the caller
+    columns: dict[str, str] = field(default_factory=dict)  # name → DuckDB type
+    raw_expr: str = "to_json(s)::VARCHAR"  # raw text of a record, over alias s
+    error_expr: str = "NULL"  # reason the record is unusable before mapping, over alias s
+    nested_expr: str | None = None  # list of source columns holding nested JSON, over alias s
+    line_mode: LineMode = "csv"
+    header_lines: int = 0
+    parse_rejects: bool = False  # DuckDB's CSV rejects table applies
+    empty: bool = False
+
+
+def sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def detect_format(path: Path, explicit: str | None) -> str:
+    if explicit:
+        if explicit not in FORMATS:
+            raise ConfigError(f"unknown format {explicit!r}; use one of {', '.join(FORMATS)}")
+        return explicit
+    name = path.name.lower()
+    for suffix in (".gz", ".gzip"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    ext = name.rsplit(".", 1)[-1] if "." in name else ""
+    by_ext = {
+        "csv": "csv", "tsv": "tsv", "tab": "tsv", "json": "json", "ndjson": "ndjson",
+        "jsonl": "ndjson", "parquet": "parquet", "pq": "parquet",
+    }  # fmt: skip
+    if ext in by_ext:
+        return by_ext[ext]
+    raise ConfigError(
+        f"cannot tell the format of {path} from its name",
+        hint=f"pass --format or set [read] format in the mapping ({', '.join(FORMATS)})",
+    )
+
+
+def _head(path: Path, n: int = 4096) -> bytes:
+    opener = gzip.open if path.name.lower().endswith((".gz", ".gzip")) else open
+    try:
+        with opener(path, "rb") as f:
+            return bytes(f.read(n))
+    except (OSError, EOFError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from exc
+
+
+def _describe(con: duckdb.DuckDBPyConnection, sql: str, path: Path) -> dict[str, str]:
+    try:
+        rows = con.sql(f"DESCRIBE SELECT * FROM {sql}").fetchall()
+    except duckdb.Error as exc:
+        raise DataError(f"cannot read {path}: {_first_line(exc)}") from exc
+    return {str(r[0]): str(r[1]) for r in rows}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _lines_reader(path: Path, read: ReadOptions) -> str:
+    """The file as one VARCHAR column ``_line``, one row per line, no quoting, rejects captured."""
+    return (
+        f"read_csv({sql_str(str(path))}, columns={{'_line': 'VARCHAR'}}, header=false, "
+        f"delim={sql_str(_LINE_DELIM)}, quote='', escape='', auto_detect=false, "
+        f"encoding={sql_str(read.encoding)}, store_rejects=true, "
+        f"rejects_table={sql_str(REJECTS_TABLE)}, rejects_scan={sql_str(REJECTS_SCAN)})"
+    )
+
+
+def _json_columns(con: duckdb.DuckDBPyConnection, records_sql: str, path: Path) -> list[str]:
+    try:
+        rows = con.sql(
+            f"SELECT k FROM (SELECT unnest(json_keys(_rec)) AS k FROM {records_sql}) "
+            "GROUP BY k ORDER BY min(k)"
+        ).fetchall()
+    except duckdb.Error as exc:
+        raise DataError(f"cannot read {path}: {_first_line(exc)}") from exc
+    return [str(r[0]) for r in rows]
+
+
+def _json_source(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, read: ReadOptions) -> Source:
+    if fmt == "ndjson":
+        base = f"(SELECT _line FROM {_lines_reader(path, read)} WHERE trim(_line) <> '')"
+        line_mode: LineMode = "csv"
+        parse_rejects = True
+    else:
+        base = f"(SELECT json::VARCHAR AS _line FROM read_json({sql_str(str(path))}, format='array', records=false))"
+        line_mode, parse_rejects = "ordinal", False
+    records = (
+        f"(SELECT _line, CASE WHEN json_valid(_line) AND json_type(_line::JSON) = 'OBJECT' "
+        f"THEN _line::JSON END AS _rec, "
+        f"CASE WHEN NOT json_valid(_line) THEN 'invalid JSON' "
+        f"WHEN json_type(_line::JSON) <> 'OBJECT' THEN 'record is not a JSON object' END AS _src_error "
+        f"FROM {base})"
+    )
+    keys = _json_columns(con, records, path)
+    cols = ", ".join(f"_rec->>{sql_str(k)} AS {ident(k)}" for k in keys)
+    nested = (
+        "list_filter(json_keys(_rec), k -> json_type(_rec -> k) IN ('OBJECT', 'ARRAY'))"
+        if keys
+        else "[]::VARCHAR[]"
+    )
+    sql = f"(SELECT {cols + ', ' if cols else ''}{nested} AS _nested, _src_error, _line FROM {records})"
+    return Source(
+        path, fmt, sql, columns=dict.fromkeys(keys, "VARCHAR"), raw_expr="s._line",
+        error_expr="s._src_error", nested_expr="s._nested", line_mode=line_mode,
+        parse_rejects=parse_rejects,
+    )  # fmt: skip
+
+
+def _csv_source(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, read: ReadOptions) -> Source:
+    opts = [
+        "all_varchar=true",
+        f"header={'true' if read.header else 'false'}",
+        f"encoding={sql_str(read.encoding)}",
+        "store_rejects=true",
+        f"rejects_table={sql_str(REJECTS_TABLE)}",
+        f"rejects_scan={sql_str(REJECTS_SCAN)}",
+    ]
+    delim = "\t" if fmt == "tsv" and read.delimiter is None else read.delimiter
+    if delim is not None:
+        opts.append(f"delim={sql_str(delim)}")
+    if read.quote is not None:
+        opts.append(f"quote={sql_str(read.quote)}")
+    if read.column_names:
+        opts.append("names=[" + ", ".join(sql_str(c) for c in read.column_names) + "]")
+    sql = f"read_csv({sql_str(str(path))}, {', '.join(opts)})"
+    return Source(
+        path, fmt, sql, columns=_describe(con, sql, path), line_mode="csv",
+        header_lines=1 if read.header else 0, parse_rejects=True,
+    )  # fmt: skip
+
+
+def _sequences_source(con: duckdb.DuckDBPyConnection, path: Path, read: ReadOptions) -> Source:
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {LINES_TABLE} AS SELECT _line FROM {_lines_reader(path, read)}"
+    )
+    sep = sql_str(read.separator)
+    start = sql_str(read.sequence_start.isoformat(sep=" "))
+    sql = (
+        "(SELECT _lineno, _line, tokens[1] AS user_id, unnest(items) AS item_id, "
+        "generate_subscripts(items, 1) AS position, "
+        f"TIMESTAMP {start} + to_seconds(generate_subscripts(items, 1) * {int(read.step_seconds)}) AS ts "
+        "FROM (SELECT rowid - (SELECT min(rowid) FROM " + LINES_TABLE + ") + 1 AS _lineno, _line, tokens, "
+        "CASE WHEN len(tokens) < 2 THEN [NULL::VARCHAR] ELSE tokens[2:] END AS items "
+        f"FROM (SELECT _line, list_filter(string_split(trim(_line), {sep}), t -> t <> '') AS tokens "
+        f"FROM {LINES_TABLE} WHERE trim(_line) <> '')))"
+    )
+    cols = {"user_id": "VARCHAR", "item_id": "VARCHAR", "position": "BIGINT", "ts": "TIMESTAMP"}
+    return Source(
+        path, "sequences", sql, columns=cols, raw_expr="s._line", line_mode="column", parse_rejects=True
+    )
+
+
+def _keyed_json_source(con: duckdb.DuckDBPyConnection, path: Path, read: ReadOptions) -> Source:
+    k, v = ident(read.key_column), ident(read.value_column)
+    sql = (
+        f"(SELECT key AS {k}, (j -> key)::VARCHAR AS {v} FROM "
+        f"(SELECT json AS j FROM read_json({sql_str(str(path))}, format='unstructured', records=false)), "
+        "unnest(json_keys(j)) AS t(key))"
+    )
+    cols = {read.key_column: "VARCHAR", read.value_column: "VARCHAR"}
+    _describe(con, sql, path)
+    return Source(path, "keyed_json", sql, columns=cols, line_mode="ordinal")
+
+
+def open_source(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, read: ReadOptions) -> Source:
+    """Describe ``path`` as a relation of source columns. Raises DataError for unreadable files."""
+    if fmt != "parquet" and not _head(path).strip():
+        return Source(path, fmt, "(SELECT 1 WHERE false)", empty=True)
+    if fmt == "json" and _head(path).lstrip()[:1] == b"{":
+        fmt = "ndjson"  # a .json file of JSON lines
+    con.execute(f"DROP TABLE IF EXISTS {REJECTS_TABLE}")
+    con.execute(f"DROP TABLE IF EXISTS {REJECTS_SCAN}")
+    if fmt in ("csv", "tsv"):
+        return _csv_source(con, path, fmt, read)
+    if fmt in ("json", "ndjson"):
+        return _json_source(con, path, fmt, read)
+    if fmt == "parquet":
+        sql = f"read_parquet({sql_str(str(path))})"
+        return Source(path, fmt, sql, columns=_describe(con, sql, path), line_mode="ordinal")
+    if fmt == "sequences":
+        return _sequences_source(con, path, read)
+    if fmt == "keyed_json":
+        return _keyed_json_source(con, path, read)
+    raise ConfigError(f"unknown format {fmt!r}")

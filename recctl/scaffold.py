@@ -1,0 +1,31 @@
+"""``recctl init``: a project folder with a commented config, the shipped mappings and a warehouse."""
+
+from __future__ import annotations
+
+import shutil
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+
+def templates_dir() -> Path:
+    return Path(str(resources.files("recctl") / "templates"))
+
+
+def scaffold(root: Path) -> dict[str, Any]:
+    """Write ``configs/recctl.toml`` and ``configs/mappings/*.toml`` under ``root``; never overwrite."""
+    src = templates_dir()
+    written: list[str] = []
+    kept: list[str] = []
+    targets = [(src / "recctl.toml", root / "configs" / "recctl.toml")]
+    targets += [
+        (p, root / "configs" / "mappings" / p.name) for p in sorted((src / "mappings").glob("*.toml"))
+    ]
+    for s, d in targets:
+        if d.exists():
+            kept.append(str(d))
+            continue
+        d.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(s, d)
+        written.append(str(d))
+    return {"written": written, "kept": kept}

@@ -1,0 +1,158 @@
+"""Canonical tables: column names and DuckDB types used everywhere in recctl.
+
+Raw files are mapped onto these columns by ``configs/mappings/*.toml``; every later stage reads them by
+these names. External ids are strings; models map them to dense integers internally.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+TableName = Literal["events", "items", "users"]
+TABLES: tuple[TableName, ...] = ("events", "items", "users")
+
+#: Event types known out of the box; ``[ingest] extra_event_types`` in the config adds more.
+EVENT_TYPES: tuple[str, ...] = (
+    "view",
+    "click",
+    "add_to_cart",
+    "remove_from_cart",
+    "purchase",
+    "search",
+    "like",
+    "rating",
+)
+#: Event types that need no item (a search is about a query).
+ITEMLESS_EVENT_TYPES: frozenset[str] = frozenset({"search"})
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    sql_type: str
+    doc: str
+
+
+EVENT_COLUMNS: tuple[Column, ...] = (
+    Column("event_key", "UHUGEINT", "128-bit identity: md5 of event_id when given, else of the content"),
+    Column("event_id", "VARCHAR", "the source's own event id, when it has one"),
+    Column("ts", "TIMESTAMP", "event time in UTC"),
+    Column("user_id", "VARCHAR", "customer / visitor id; NULL for anonymous sessions"),
+    Column("session_id", "VARCHAR", "visit or session id"),
+    Column("item_id", "VARCHAR", "product id; NULL only for item-less events (search)"),
+    Column("event_type", "VARCHAR", "one of the configured event types"),
+    Column("value", "DOUBLE", "rating for ratings, revenue for purchases, else NULL"),
+    Column("quantity", "DOUBLE", "units, for carts and purchases"),
+    Column("price", "DOUBLE", "unit price shown or paid"),
+    Column("discount", "DOUBLE", "unit discount given (0 = full price)"),
+    Column("order_id", "VARCHAR", "basket / order id for purchases"),
+    Column("query", "VARCHAR", "search text"),
+    Column("page", "VARCHAR", "page type: home, product, category, search, cart, ..."),
+    Column("source_file", "VARCHAR", "file the row came from"),
+    Column("ingested_at", "TIMESTAMP", "when it was loaded (UTC)"),
+)
+
+ITEM_COLUMNS: tuple[Column, ...] = (
+    Column("item_id", "VARCHAR", "product id"),
+    Column("title", "VARCHAR", "product name"),
+    Column("description", "VARCHAR", "free text"),
+    Column("brand", "VARCHAR", "brand"),
+    Column("category", "VARCHAR", "category path 'a > b > c'"),
+    Column("price", "DOUBLE", "current price"),
+    Column("original_price", "DOUBLE", "list price before discount"),
+    Column("gender", "VARCHAR", "target gender, if any"),
+    Column("attributes", "JSON", "other attributes as a JSON object"),
+    Column("likes", "BIGINT", "likes / wishlist adds"),
+    Column("review_count", "BIGINT", "number of reviews"),
+    Column("rating", "DOUBLE", "mean review rating"),
+    Column("in_stock", "BOOLEAN", "available to buy"),
+    Column("created_at", "TIMESTAMP", "first listed (UTC)"),
+    Column("updated_at", "TIMESTAMP", "last changed in the source (UTC)"),
+    Column("source_file", "VARCHAR", "file of the latest accepted version"),
+    Column("ingested_at", "TIMESTAMP", "when the latest version was loaded (UTC)"),
+)
+
+USER_COLUMNS: tuple[Column, ...] = (
+    Column("user_id", "VARCHAR", "customer id"),
+    Column("gender", "VARCHAR", "gender"),
+    Column("age_group", "VARCHAR", "age band"),
+    Column("city", "VARCHAR", "city or region"),
+    Column("device", "VARCHAR", "main device"),
+    Column("signup_at", "TIMESTAMP", "sign-up time (UTC)"),
+    Column("attributes", "JSON", "other attributes as a JSON object"),
+    Column("updated_at", "TIMESTAMP", "last changed in the source (UTC)"),
+    Column("source_file", "VARCHAR", "file of the latest accepted version"),
+    Column("ingested_at", "TIMESTAMP", "when the latest version was loaded (UTC)"),
+)
+
+COLUMNS: dict[TableName, tuple[Column, ...]] = {
+    "events": EVENT_COLUMNS,
+    "items": ITEM_COLUMNS,
+    "users": USER_COLUMNS,
+}
+
+#: Columns filled by recctl itself, never by a mapping.
+SYSTEM_COLUMNS: frozenset[str] = frozenset({"event_key", "source_file", "ingested_at"})
+
+#: The key of each table.
+KEYS: dict[TableName, str] = {"events": "event_key", "items": "item_id", "users": "user_id"}
+
+#: Columns each table needs from the source (after mapping). Events also need user_id or session_id,
+#: and item_id unless the event type is item-less; those rules are row-level checks.
+REQUIRED: dict[TableName, tuple[str, ...]] = {
+    "events": ("ts", "event_type", "item_id"),
+    "items": ("item_id",),
+    "users": ("user_id",),
+}
+#: Events need at least one of these.
+EVENT_ACTOR_COLUMNS: tuple[str, ...] = ("user_id", "session_id")
+
+ID_COLUMNS: frozenset[str] = frozenset({"event_id", "user_id", "session_id", "item_id", "order_id"})
+TIMESTAMP_COLUMNS: frozenset[str] = frozenset({"ts", "created_at", "updated_at", "signup_at"})
+
+INGEST_FILES_COLUMNS: tuple[Column, ...] = (
+    Column("path", "VARCHAR", "absolute path"),
+    Column("sha256", "VARCHAR", "content hash"),
+    Column("target", "VARCHAR", "events | items | users"),
+    Column("mapping", "VARCHAR", "mapping file used"),
+    Column("rows_read", "BIGINT", "records read"),
+    Column("rows_loaded", "BIGINT", "records inserted or updated"),
+    Column("rows_rejected", "BIGINT", "records sent to ingest_rejects"),
+    Column("rows_duplicate", "BIGINT", "records already present or superseded"),
+    Column("started_at", "TIMESTAMP", ""),
+    Column("finished_at", "TIMESTAMP", ""),
+    Column("status", "VARCHAR", "ok | failed"),
+    Column("message", "VARCHAR", "error for failed files"),
+)
+
+INGEST_REJECTS_COLUMNS: tuple[Column, ...] = (
+    Column("source_file", "VARCHAR", "file"),
+    Column("target", "VARCHAR", "events | items | users"),
+    Column("line", "BIGINT", "line (record) number in the file, 1-based, header counted"),
+    Column("raw", "VARCHAR", "the raw line, or the record as JSON"),
+    Column("reason", "VARCHAR", "why it was rejected"),
+    Column("ingested_at", "TIMESTAMP", ""),
+)
+
+
+def column_names(table: TableName) -> list[str]:
+    return [c.name for c in COLUMNS[table]]
+
+
+def mappable_columns(table: TableName) -> list[str]:
+    return [c.name for c in COLUMNS[table] if c.name not in SYSTEM_COLUMNS]
+
+
+def sql_type(table: TableName, column: str) -> str:
+    for c in COLUMNS[table]:
+        if c.name == column:
+            return c.sql_type
+    raise KeyError(f"{table}.{column}")
+
+
+def create_table_sql(name: str, columns: tuple[Column, ...], primary_key: str | None = None) -> str:
+    cols = [f"{c.name} {c.sql_type}" for c in columns]
+    if primary_key:
+        cols.append(f"PRIMARY KEY ({primary_key})")
+    return f"CREATE TABLE IF NOT EXISTS {name} ({', '.join(cols)})"

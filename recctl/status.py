@@ -1,0 +1,84 @@
+"""``recctl status``: what is in the warehouse, what was ingested, who is writing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from recctl.warehouse import Warehouse
+from recctl.warehouse.lock import lock_path_for, read_holder
+from recctl.warehouse.migrations import current_version
+
+
+def _rows(wh: Warehouse, sql: str) -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in wh.con.sql(sql).fetchall()]
+
+
+def warehouse_status(wh: Warehouse) -> dict[str, Any]:
+    ev = _rows(
+        wh,
+        "SELECT count(*), count(DISTINCT user_id), count(DISTINCT session_id), count(DISTINCT item_id), "
+        "min(ts), max(ts) FROM events",
+    )[0]
+    by_type = dict(_rows(wh, "SELECT event_type, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC"))
+    files = _rows(
+        wh,
+        "SELECT status, count(*), sum(rows_read), sum(rows_loaded), sum(rows_rejected), sum(rows_duplicate) "
+        "FROM ingest_files GROUP BY 1",
+    )
+    recent = _rows(
+        wh,
+        "SELECT path, target, status, rows_read, rows_loaded, rows_rejected, rows_duplicate, finished_at, message "
+        "FROM ingest_files ORDER BY finished_at DESC LIMIT 10",
+    )
+    rejects_by_target = dict(_rows(wh, "SELECT target, count(*) FROM ingest_rejects GROUP BY 1"))
+    holder = read_holder(lock_path_for(wh.path))
+    return {
+        "warehouse": str(wh.path),
+        "size_mb": round(wh.path.stat().st_size / 1e6, 2),
+        "schema_version": current_version(wh.con),
+        "events": {
+            "rows": ev[0],
+            "users": ev[1],
+            "sessions": ev[2],
+            "items": ev[3],
+            "first_ts": ev[4],
+            "last_ts": ev[5],
+            "by_type": by_type,
+        },
+        "items": _rows(wh, "SELECT count(*) FROM items")[0][0],
+        "users": _rows(wh, "SELECT count(*) FROM users")[0][0],
+        "ingest": {
+            "files": {
+                str(s): {
+                    "files": n,
+                    "read": r or 0,
+                    "loaded": lo or 0,
+                    "rejected": rj or 0,
+                    "duplicate": d or 0,
+                }
+                for s, n, r, lo, rj, d in files
+            },
+            "rejects": rejects_by_target,
+            "recent": [
+                dict(
+                    zip(
+                        (
+                            "path",
+                            "target",
+                            "status",
+                            "read",
+                            "loaded",
+                            "rejected",
+                            "duplicate",
+                            "finished_at",
+                            "message",
+                        ),
+                        r,
+                        strict=True,
+                    )
+                )
+                for r in recent
+            ],
+        },
+        "writer": holder,
+    }

@@ -1,0 +1,92 @@
+"""Opening the warehouse as the writer (lock file + migrations) or as a read-only reader.
+
+DuckDB itself allows one read-write process *or* several read-only ones per file. Writers serialize on
+the lock file first, so they queue or exit 75 with a message naming the holder. A reader never takes
+the lock file; if a writer has the database open, DuckDB refuses the read-only open, and the reader
+retries for up to ``wait`` seconds and then exits 75 naming the writer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from recctl.config import RecctlConfig
+from recctl.errors import LockHeldError, WarehouseError
+from recctl.warehouse.lock import WarehouseLock, describe_holder, lock_path_for, read_holder
+from recctl.warehouse.migrations import LATEST, current_version, migrate
+
+
+@dataclass
+class Warehouse:
+    con: duckdb.DuckDBPyConnection
+    path: Path
+    read_only: bool
+
+
+def _configure(con: duckdb.DuckDBPyConnection, cfg: RecctlConfig) -> None:
+    con.execute("SET TimeZone = 'UTC'")
+    if cfg.warehouse.threads:
+        con.execute(f"SET threads = {int(cfg.warehouse.threads)}")
+    if cfg.warehouse.memory_limit:
+        con.execute("SET memory_limit = ?", [cfg.warehouse.memory_limit])
+
+
+@contextmanager
+def open_writer(cfg: RecctlConfig, command: str, *, wait: float | None = None) -> Iterator[Warehouse]:
+    """Take the writer lock, open read-write, apply pending migrations."""
+    path = cfg.warehouse.path
+    with WarehouseLock(path, command) as lock:
+        lock.acquire(cfg.warehouse.lock_wait if wait is None else wait)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            con = duckdb.connect(str(path))
+        except duckdb.IOException as exc:
+            raise WarehouseError(f"cannot open warehouse {path}: {exc}") from exc
+        try:
+            _configure(con, cfg)
+            migrate(con)
+            yield Warehouse(con, path, read_only=False)
+        finally:
+            con.close()
+
+
+@contextmanager
+def open_reader(cfg: RecctlConfig, *, wait: float = 0.0) -> Iterator[Warehouse]:
+    """Open read-only. Never takes the writer lock."""
+    path = cfg.warehouse.path
+    if not path.exists():
+        raise WarehouseError(f"no warehouse at {path}", hint="run `recctl init` or `recctl ingest` first")
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            con = duckdb.connect(str(path), read_only=True)
+            break
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise WarehouseError(f"cannot open warehouse {path}: {exc}") from exc
+            if time.monotonic() >= deadline:
+                holder = describe_holder(read_holder(lock_path_for(path)))
+                raise LockHeldError(
+                    f"the warehouse is being written by {holder}; read-only opens wait for it to finish",
+                    hint="retry later, or pass --wait SECONDS",
+                ) from None
+            time.sleep(0.2)
+    try:
+        _configure(con, cfg)
+        version = current_version(con)
+        if version > LATEST:
+            raise WarehouseError(f"the warehouse has schema version {version}; this recctl knows {LATEST}")
+        if version < LATEST:
+            raise WarehouseError(
+                f"the warehouse has schema version {version}; this recctl needs {LATEST}",
+                hint="run `recctl init` to migrate it",
+            )
+        yield Warehouse(con, path, read_only=True)
+    finally:
+        con.close()

@@ -1,0 +1,67 @@
+"""Versioned schema migrations. Append new steps; never edit a released one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import duckdb
+
+from recctl import schema
+from recctl.errors import WarehouseError
+
+Migration = tuple[int, str, Callable[[], list[str]]]
+
+
+def _v1() -> list[str]:
+    return [
+        schema.create_table_sql("events", schema.EVENT_COLUMNS),
+        schema.create_table_sql("items", schema.ITEM_COLUMNS, primary_key="item_id"),
+        schema.create_table_sql("users", schema.USER_COLUMNS, primary_key="user_id"),
+        schema.create_table_sql("ingest_files", schema.INGEST_FILES_COLUMNS),
+        schema.create_table_sql("ingest_rejects", schema.INGEST_REJECTS_COLUMNS),
+    ]
+
+
+MIGRATIONS: list[Migration] = [
+    (1, "events, items, users, ingest manifest and rejects", _v1),
+]
+LATEST = MIGRATIONS[-1][0]
+
+
+def current_version(con: duckdb.DuckDBPyConnection) -> int:
+    exists = con.sql(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'"
+    ).fetchall()[0][0]
+    if not exists:
+        return 0
+    row = con.sql("SELECT max(version) FROM schema_version").fetchall()[0][0]
+    return int(row or 0)
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> list[int]:
+    """Apply pending migrations, each in its own transaction. Returns the versions applied."""
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version "
+        "(version INTEGER PRIMARY KEY, description VARCHAR, applied_at TIMESTAMP)"
+    )
+    have = current_version(con)
+    if have > LATEST:
+        raise WarehouseError(
+            f"the warehouse has schema version {have}, newer than this recctl knows ({LATEST})",
+            hint="upgrade recctl",
+        )
+    applied = []
+    for version, description, statements in MIGRATIONS:
+        if version <= have:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for sql in statements():
+                con.execute(sql)
+            con.execute("INSERT INTO schema_version VALUES (?, ?, now()::TIMESTAMP)", [version, description])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        applied.append(version)
+    return applied
