@@ -26,7 +26,7 @@ from recctl.ingest.sources import (
     open_source,
     sql_str,
 )
-from recctl.ingest.stage import Rules, stage_sql
+from recctl.ingest.stage import Rules, absent_columns, stage_sql
 
 STAGE = "_recctl_stage"
 
@@ -78,7 +78,7 @@ def _insert_parse_rejects(con: duckdb.DuckDBPyConnection, src: Source, target: s
         return 0
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE _recctl_perr AS SELECT line, any_value(csv_line) AS raw, "
-        f"string_agg(DISTINCT error_type || ': ' || error_message, '; ') AS reason "
+        f"min(error_type || ': ' || error_message) AS reason "
         f"FROM {REJECTS_TABLE} GROUP BY line"
     )
     con.execute(
@@ -89,30 +89,27 @@ def _insert_parse_rejects(con: duckdb.DuckDBPyConnection, src: Source, target: s
 
 
 def _insert_stage_rejects(con: duckdb.DuckDBPyConnection, src: Source, target: str, now: datetime) -> int:
-    """Rows that parsed but failed validation, with their line numbers."""
+    """Rows that parsed but failed validation, with their record numbers."""
     n = _scalar(con, f"SELECT count(*) FROM {STAGE} WHERE _reason IS NOT NULL")
     if n == 0:
         return 0
-    ordinal = f"(rowid - (SELECT min(rowid) FROM {STAGE}))"
     if src.line_mode == "column":
         line = "_lineno"
     elif src.line_mode == "ordinal":
-        line = f"{ordinal} + 1"
+        line = "_ord + 1"
     elif src.parse_rejects and _table_exists(con, "_recctl_perr"):
-        # the k-th parsed record sits on line k + header + (parse-rejected lines before it)
+        # the k-th parsed record is record k + header + (parse-rejected records before it)
         con.execute(
-            "CREATE OR REPLACE TEMP TABLE _recctl_pshift AS SELECT line - ? - row_number() OVER (ORDER BY line) "
-            "AS shifted FROM _recctl_perr",
+            "CREATE OR REPLACE TEMP TABLE _recctl_pshift AS "
+            "SELECT line - ? - row_number() OVER (ORDER BY line) AS shifted FROM _recctl_perr",
             [src.header_lines],
         )
-        line = (
-            f"{ordinal} + 1 + {src.header_lines} + "
-            f"(SELECT count(*) FROM _recctl_pshift WHERE shifted <= {ordinal})"
-        )
+        line = f"_ord + 1 + {src.header_lines} + (SELECT count(*) FROM _recctl_pshift p WHERE p.shifted <= r._ord)"
     else:
-        line = f"{ordinal} + 1 + {src.header_lines}"
+        line = f"_ord + 1 + {src.header_lines}"
     con.execute(
-        f"INSERT INTO ingest_rejects SELECT ?, ?, {line}, _raw, _reason, ? FROM {STAGE} WHERE _reason IS NOT NULL",
+        f"INSERT INTO ingest_rejects SELECT ?, ?, {line}, _raw, _reason, ? FROM "
+        f"(SELECT *, rowid - (SELECT min(rowid) FROM {STAGE}) AS _ord FROM {STAGE}) r WHERE _reason IS NOT NULL",
         [str(src.path), target, now],
     )
     return n
@@ -147,14 +144,20 @@ def _load_events(con: duckdb.DuckDBPyConnection, cols: list[str], path: str, now
 def _upsert(con: duckdb.DuckDBPyConnection, table: str, cols: list[str], path: str, now: datetime) -> int:
     """Latest ``updated_at`` wins (ties and missing times: the later row / later ingest wins).
 
-    A newer row fills in only what it has: NULLs keep the stored value.
+    A newer row fills in only what it has: its NULLs keep the earlier value, within a file and against
+    the stored row alike.
     """
     key = schema.KEYS[table]  # type: ignore[index]
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _recctl_win AS SELECT * FROM {STAGE} WHERE _reason IS NULL "
-        f"QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY updated_at DESC NULLS LAST, rowid DESC) = 1"
-    )
     content = [c for c in cols if c != key]
+    # collapse the file's rows per key: each column from the latest row that has it
+    order = "struct_pack(u := coalesce(updated_at, TIMESTAMP '0001-01-01'), r := rowid)"
+    latest = ", ".join(
+        f"arg_max({ident(c)}, {order}) FILTER (WHERE {ident(c)} IS NOT NULL) AS {ident(c)}" for c in content
+    )
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _recctl_win AS SELECT {key}, {latest} FROM {STAGE} "
+        f"WHERE _reason IS NULL GROUP BY {key}"
+    )
     merged = ", ".join(f"coalesce(n.{ident(c)}, o.{ident(c)}) AS {ident(c)}" for c in content)
     changed = " OR ".join(
         f"coalesce(n.{ident(c)}, o.{ident(c)}) IS DISTINCT FROM o.{ident(c)}" for c in content
@@ -210,6 +213,9 @@ def load_file(
             result.message = "empty file: no records"
         else:
             sql, cols = stage_sql(con, src, mapping, rules)
+            absent = absent_columns(src, mapping)
+            if absent:
+                result.message = f"mapped columns not in the file, left empty: {', '.join(absent)}"
             if src.format != "sequences":
                 con.execute(f"DROP TABLE IF EXISTS {REJECTS_TABLE}")
                 con.execute(f"DROP TABLE IF EXISTS {REJECTS_SCAN}")

@@ -8,6 +8,7 @@ that malformed lines and non-object records are rejects too. Nothing is skipped 
 
 from __future__ import annotations
 
+import csv
 import gzip
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,7 +122,7 @@ def _json_source(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, read: Rea
         line_mode: LineMode = "csv"
         parse_rejects = True
     else:
-        base = f"(SELECT json::VARCHAR AS _line FROM read_json({sql_str(str(path))}, format='array', records=false))"
+        base = f"(SELECT json::VARCHAR AS _line FROM read_json_objects({sql_str(str(path))}, format='array'))"
         line_mode, parse_rejects = "ordinal", False
     records = (
         f"(SELECT _line, CASE WHEN json_valid(_line) AND json_type(_line::JSON) = 'OBJECT' "
@@ -133,7 +134,7 @@ def _json_source(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, read: Rea
     keys = _json_columns(con, records, path)
     cols = ", ".join(f"_rec->>{sql_str(k)} AS {ident(k)}" for k in keys)
     nested = (
-        "list_filter(json_keys(_rec), k -> json_type(_rec -> k) IN ('OBJECT', 'ARRAY'))"
+        "list_filter(json_keys(_rec), lambda k: json_type(_rec -> k) IN ('OBJECT', 'ARRAY'))"
         if keys
         else "[]::VARCHAR[]"
     )
@@ -145,25 +146,63 @@ def _json_source(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, read: Rea
     )  # fmt: skip
 
 
+def _header_fields(path: Path, read: ReadOptions) -> tuple[list[str], str]:
+    """Column names from the first line, and the delimiter (given, or the likeliest of , ; tab |).
+
+    The header is parsed here rather than by DuckDB's sniffer: one broken quote further down must not
+    change how the whole file is read.
+    """
+    head = _head(path, 1 << 16)
+    first = head.split(b"\n", 1)[0].rstrip(b"\r")
+    try:
+        text = first.decode(read.encoding.replace("latin-1", "latin_1")).lstrip("\ufeff")
+    except (UnicodeDecodeError, LookupError) as exc:
+        raise DataError(f"{path}: the first line is not {read.encoding} text ({exc})") from exc
+    delim = read.delimiter
+    if delim is None:
+        counts = {d: text.count(d) for d in (",", ";", "\t", "|")}
+        delim = max(counts, key=lambda d: (counts[d], d == ","))
+    quote = read.quote if read.quote is not None else '"'
+    row = next(csv.reader([text], delimiter=delim, quotechar=quote or None), [])
+    if read.header:
+        names = [c.strip() for c in row]
+        if not names or any(not n for n in names):
+            raise DataError(f"{path}: the header line has an empty column name: {text[:200]!r}")
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise DataError(f"{path}: the header repeats column names: {', '.join(dupes)}")
+    else:
+        names = [f"column{i}" for i in range(len(row))]
+    if read.column_names:
+        if len(read.column_names) != len(names):
+            raise DataError(
+                f"{path}: the mapping names {len(read.column_names)} columns, the file has {len(names)}"
+            )
+        names = list(read.column_names)
+    return names, delim
+
+
 def _csv_source(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, read: ReadOptions) -> Source:
+    if fmt == "tsv" and read.delimiter is None:
+        read = read.model_copy(update={"delimiter": "\t"})
+    names, delim = _header_fields(path, read)
+    quote = read.quote if read.quote is not None else '"'
+    columns = "{" + ", ".join(f"{sql_str(n)}: 'VARCHAR'" for n in names) + "}"
     opts = [
-        "all_varchar=true",
+        "auto_detect=false",
+        f"columns={columns}",
         f"header={'true' if read.header else 'false'}",
+        f"delim={sql_str(delim)}",
+        f"quote={sql_str(quote)}",
+        f"escape={sql_str(quote)}",
         f"encoding={sql_str(read.encoding)}",
         "store_rejects=true",
         f"rejects_table={sql_str(REJECTS_TABLE)}",
         f"rejects_scan={sql_str(REJECTS_SCAN)}",
     ]
-    delim = "\t" if fmt == "tsv" and read.delimiter is None else read.delimiter
-    if delim is not None:
-        opts.append(f"delim={sql_str(delim)}")
-    if read.quote is not None:
-        opts.append(f"quote={sql_str(read.quote)}")
-    if read.column_names:
-        opts.append("names=[" + ", ".join(sql_str(c) for c in read.column_names) + "]")
     sql = f"read_csv({sql_str(str(path))}, {', '.join(opts)})"
     return Source(
-        path, fmt, sql, columns=_describe(con, sql, path), line_mode="csv",
+        path, fmt, sql, columns=dict.fromkeys(names, "VARCHAR"), line_mode="csv",
         header_lines=1 if read.header else 0, parse_rejects=True,
     )  # fmt: skip
 
@@ -178,9 +217,9 @@ def _sequences_source(con: duckdb.DuckDBPyConnection, path: Path, read: ReadOpti
         "(SELECT _lineno, _line, tokens[1] AS user_id, unnest(items) AS item_id, "
         "generate_subscripts(items, 1) AS position, "
         f"TIMESTAMP {start} + to_seconds(generate_subscripts(items, 1) * {int(read.step_seconds)}) AS ts "
-        "FROM (SELECT rowid - (SELECT min(rowid) FROM " + LINES_TABLE + ") + 1 AS _lineno, _line, tokens, "
+        "FROM (SELECT _rid - (SELECT min(rowid) FROM " + LINES_TABLE + ") + 1 AS _lineno, _line, tokens, "
         "CASE WHEN len(tokens) < 2 THEN [NULL::VARCHAR] ELSE tokens[2:] END AS items "
-        f"FROM (SELECT _line, list_filter(string_split(trim(_line), {sep}), t -> t <> '') AS tokens "
+        f"FROM (SELECT rowid AS _rid, _line, list_filter(string_split(trim(_line), {sep}), lambda t: t <> '') AS tokens "
         f"FROM {LINES_TABLE} WHERE trim(_line) <> '')))"
     )
     cols = {"user_id": "VARCHAR", "item_id": "VARCHAR", "position": "BIGINT", "ts": "TIMESTAMP"}
@@ -191,10 +230,13 @@ def _sequences_source(con: duckdb.DuckDBPyConnection, path: Path, read: ReadOpti
 
 def _keyed_json_source(con: duckdb.DuckDBPyConnection, path: Path, read: ReadOptions) -> Source:
     k, v = ident(read.key_column), ident(read.value_column)
+    # json_each walks the object once; `j -> key` per key re-parsed the whole document for every key
+    # (quadratic: 85 s for a 650 KB object). json_each emits members in reverse, e.id is document order.
     sql = (
-        f"(SELECT key AS {k}, (j -> key)::VARCHAR AS {v} FROM "
-        f"(SELECT json AS j FROM read_json({sql_str(str(path))}, format='unstructured', records=false)), "
-        "unnest(json_keys(j)) AS t(key))"
+        f"(SELECT e.key AS {k}, e.value::VARCHAR AS {v} FROM "
+        f"(SELECT row_number() OVER () AS _doc, json AS j FROM read_json({sql_str(str(path))}, "
+        "format='unstructured', records=false)) AS d, json_each(d.j) AS e "
+        "WHERE json_type(d.j) = 'OBJECT' ORDER BY d._doc, e.id)"
     )
     cols = {read.key_column: "VARCHAR", read.value_column: "VARCHAR"}
     _describe(con, sql, path)

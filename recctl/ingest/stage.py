@@ -54,7 +54,11 @@ def mapped_expressions(source: Source, mapping: Mapping) -> dict[str, str]:
             out[col] = _literal(mapping.constants[col])
         elif col in mapping.columns:
             expr = mapping.columns[col]
-            out[col] = f"s.{ident(expr)}" if expr in source.columns else f"({expr})"
+            if expr in source.columns:
+                out[col] = f"s.{ident(expr)}"
+            elif not _is_bare(expr):
+                out[col] = f"({expr})"
+            # else: a mapped column the file lacks: left empty (required ones fail in check_required)
         elif col == "attributes" and mapping.attributes:
             parts = []
             for name, expr in mapping.attributes.items():
@@ -66,21 +70,36 @@ def mapped_expressions(source: Source, mapping: Mapping) -> dict[str, str]:
     return out
 
 
+def bare_sources(source: Source, mapping: Mapping) -> dict[str, str]:
+    """canonical column → the source column it is taken from as is (not via an expression)."""
+    out = {}
+    for col in schema.mappable_columns(mapping.target):
+        if col in mapping.constants:
+            continue
+        name = mapping.columns.get(col, col)
+        if name in source.columns:
+            out[col] = name
+    return out
+
+
+def _is_bare(expr: str) -> bool:
+    return bool(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", expr)) and expr.upper() not in ("NULL", "TRUE", "FALSE")
+
+
+def absent_columns(source: Source, mapping: Mapping) -> list[str]:
+    """Mapped source columns that the file does not have (each canonical column is then left empty)."""
+    return [e for c, e in mapping.columns.items() if _is_bare(e) and e not in source.columns]
+
+
 def check_required(source: Source, mapping: Mapping, exprs: dict[str, str]) -> None:
     """A required column that is neither mapped nor present stops the file (exit 65)."""
-    for col, expr in mapping.columns.items():
-        bare = re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", expr) and expr.upper() not in ("NULL", "TRUE", "FALSE")
-        if bare and expr not in source.columns:
-            raise DataError(
-                f"{source.path}: column {expr!r} (mapped to {col}) is not in the file; "
-                f"it has: {', '.join(source.columns) or 'no columns'}"
-            )
     missing = [c for c in schema.REQUIRED[mapping.target] if c not in exprs]
     if mapping.target == "events" and not any(c in exprs for c in schema.EVENT_ACTOR_COLUMNS):
         missing.append("user_id or session_id")
     if missing:
+        named = [f"{c} (mapped from {mapping.columns[c]!r})" if c in mapping.columns else c for c in missing]
         raise DataError(
-            f"{source.path}: required column {', '.join(missing)} missing for {mapping.target} "
+            f"{source.path}: required column {', '.join(named)} missing for {mapping.target} "
             f"(mapping: {mapping.source}); the file has: {', '.join(source.columns) or 'no columns'}",
             hint="map it in [columns] or set it in [constants] of the mapping",
         )
@@ -227,7 +246,7 @@ def stage_sql(
         else:
             l2.append(f"NULL::{t} AS {ident(c)}")
 
-    reasons = ["_src_error"]
+    reasons: list[str] = []
     if target == "events":
         known = ", ".join(sql_str(e) for e in rules.event_types)
         itemless = ", ".join(sql_str(e) for e in schema.ITEMLESS_EVENT_TYPES)
@@ -243,12 +262,14 @@ def stage_sql(
         reasons.append(f"CASE WHEN {key} IS NULL THEN 'missing {key}' END")
     for c in cols:
         reasons += _checks(c, schema.sql_type(target, c), ident("m_" + c), c in exprs, rules, target)
-    for c, expr in mapping.columns.items():
-        if expr in source.columns and schema.sql_type(target, c) != "JSON":
-            reasons.append(
-                f"CASE WHEN list_contains(_nested, {sql_str(expr)}) THEN '{c}: nested JSON value' END"
-            )
-    reason = f"NULLIF(concat_ws('; ', {', '.join(reasons)}), '')"
+    if source.nested_expr:
+        for c, name in bare_sources(source, mapping).items():
+            if schema.sql_type(target, c) != "JSON":
+                reasons.append(
+                    f"CASE WHEN list_contains(_nested, {sql_str(name)}) THEN '{c} is a nested JSON value' END"
+                )
+    # a record that is not even a JSON object gets that one reason, not a list of missing columns
+    reason = f"coalesce(_src_error, NULLIF(concat_ws('; ', {', '.join(reasons)}), ''))"
     raw_final = "to_json(_rawsrc)::VARCHAR" if raw_select == "s" else "CAST(_rawsrc AS VARCHAR)"
     l4 = [ident(c) for c in cols]
     l4 += ["_reason", f"CASE WHEN _reason IS NOT NULL THEN {raw_final} END AS _raw"]

@@ -1,0 +1,67 @@
+"""Shared fixtures: run the CLI in-process, open a warehouse, locate the test data."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+
+from recctl.cli import run
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+BAD = DATA / "bad"
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+CliRunner = Callable[..., Result]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    """``cli("ingest", "events", path)`` → Result; runs ``recctl`` in this process."""
+    for key in [k for k in __import__("os").environ if k.startswith("RECCTL_")]:
+        monkeypatch.delenv(key)
+
+    def _run(*args: str | Path) -> Result:
+        capsys.readouterr()
+        code = run([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return Result(code, out, err)
+
+    return _run
+
+
+@pytest.fixture
+def wh(tmp_path: Path) -> Path:
+    """A warehouse path in a fresh folder (the file is created by the first command)."""
+    return tmp_path / "wh.duckdb"
+
+
+def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return [tuple(r) for r in con.sql(sql).fetchall()]
+    finally:
+        con.close()
+
+
+def reconciled(report: dict[str, Any]) -> bool:
+    return all(
+        f["rows_read"] == f["rows_loaded"] + f["rows_rejected"] + f["rows_duplicate"] for f in report["files"]
+    )
