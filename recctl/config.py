@@ -22,8 +22,9 @@ from recctl.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("configs/recctl.toml")
 ENV_PREFIX = "RECCTL_"
-#: Environment variables that are options of the CLI rather than config keys.
-ENV_NOT_CONFIG = frozenset({"RECCTL_CONFIG"})
+#: Environment variables that are not config keys: the config file itself, and the folder of public
+#: datasets that benchmarks and real-data tests read.
+ENV_NOT_CONFIG = frozenset({"RECCTL_CONFIG", "RECCTL_DATASETS"})
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

@@ -31,7 +31,8 @@ def warehouse_status(wh: Warehouse) -> dict[str, Any]:
         "FROM ingest_files ORDER BY finished_at DESC LIMIT 10",
     )
     rejects_by_target = dict(_rows(wh, "SELECT target, count(*) FROM ingest_rejects GROUP BY 1"))
-    holder = read_holder(lock_path_for(wh.path))
+    # a reader reports who is writing; a writer is that holder itself
+    holder = read_holder(lock_path_for(wh.path)) if wh.read_only else None
     return {
         "warehouse": str(wh.path),
         "size_mb": round(wh.path.stat().st_size / 1e6, 2),
@@ -82,3 +83,15 @@ def warehouse_status(wh: Warehouse) -> dict[str, Any]:
         },
         "writer": holder,
     }
+
+
+def list_rejects(wh: Warehouse, *, file: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """The latest rejected rows, optionally of files whose path contains ``file``."""
+    where, params = ("WHERE source_file LIKE ?", [f"%{file}%"]) if file else ("", [])
+    rows = wh.con.execute(
+        f"SELECT source_file, target, line, reason, raw, ingested_at FROM ingest_rejects {where} "
+        "ORDER BY ingested_at DESC, source_file, line LIMIT ?",
+        [*params, limit],
+    ).fetchall()
+    keys = ("source_file", "target", "line", "reason", "raw", "ingested_at")
+    return [dict(zip(keys, r, strict=True)) for r in rows]

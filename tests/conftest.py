@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ import duckdb
 import pytest
 
 from recctl.cli import run
+from recctl.config import ENV_NOT_CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
@@ -35,7 +37,7 @@ CliRunner = Callable[..., Result]
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> CliRunner:
     """``cli("ingest", "events", path)`` → Result; runs ``recctl`` in this process."""
-    for key in [k for k in __import__("os").environ if k.startswith("RECCTL_")]:
+    for key in [k for k in os.environ if k.startswith("RECCTL_") and k not in ENV_NOT_CONFIG]:
         monkeypatch.delenv(key)
 
     def _run(*args: str | Path) -> Result:

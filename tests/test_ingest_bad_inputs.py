@@ -38,7 +38,10 @@ def test_broken_quoting_keeps_every_byte_in_rejects(cli: CliRunner, wh: Path) ->
     assert "TOO MANY COLUMNS" in rej[4][1] and rej[4][0].endswith("13.00,extra")
     assert "MISSING COLUMNS" in rej[6][1] and rej[6][0] == "b6,2024-03-01T10:05:00Z,u1"
     # a correctly quoted value with a comma and escaped quotes is read right
-    assert query(wh, "SELECT event_id, item_id FROM events ORDER BY 1") == [("b1", "p1"), ("b5", 'p5, the "best"')]
+    assert query(wh, "SELECT event_id, item_id FROM events ORDER BY 1") == [
+        ("b1", "p1"),
+        ("b5", 'p5, the "best"'),
+    ]
 
 
 def test_wrong_types_each_get_their_reason_and_line(cli: CliRunner, wh: Path) -> None:
@@ -83,7 +86,9 @@ def test_non_utf8_line_is_rejected_others_load(cli: CliRunner, wh: Path) -> None
     assert "INVALID ENCODING" in rej[3][1]
 
 
-@pytest.mark.parametrize(("name", "message"), [("empty.csv", "empty file"), ("header_only.csv", "no records")])
+@pytest.mark.parametrize(
+    ("name", "message"), [("empty.csv", "empty file"), ("header_only.csv", "no records")]
+)
 def test_empty_and_header_only(cli: CliRunner, wh: Path, name: str, message: str) -> None:
     code, report = ingest(cli, wh, name)
     assert code == 0 and counts(report) == (0, 0, 0, 0)
@@ -145,6 +150,6 @@ def test_whole_corpus_nothing_lost(cli: CliRunner, wh: Path) -> None:
     assert t["rows_read"] == t["rows_loaded"] + t["rows_rejected"] + t["rows_duplicate"]
     assert query(wh, "SELECT count(*) FROM events") == [(t["rows_loaded"],)]
     assert query(wh, "SELECT count(*) FROM ingest_rejects") == [(t["rows_rejected"],)]
-    assert query(wh, "SELECT count(*) FROM ingest_rejects WHERE raw IS NULL OR reason IS NULL OR line IS NULL") == [
-        (0,)
-    ]
+    assert query(
+        wh, "SELECT count(*) FROM ingest_rejects WHERE raw IS NULL OR reason IS NULL OR line IS NULL"
+    ) == [(0,)]

@@ -39,7 +39,9 @@ def ingest(cli: CliRunner, wh: Path, table: str, *args: str | Path) -> dict:
 def test_csv_gz_tsv_and_parquet_read_alike(cli: CliRunner, wh: Path, tmp_path: Path) -> None:
     rows = "2024-05-01T10:00:00Z,u1,s1,p1,view,9.5\n2024-05-01T10:05:00Z,u1,s1,p2,purchase,20\n"
     a = write(tmp_path / "in" / "a.csv.gz", HEADER + rows)
-    b = write(tmp_path / "in" / "b.tsv", (HEADER + rows).replace(",", "\t").replace("p1", "p3").replace("p2", "p4"))
+    b = write(
+        tmp_path / "in" / "b.tsv", (HEADER + rows).replace(",", "\t").replace("p1", "p3").replace("p2", "p4")
+    )
     pq = tmp_path / "in" / "c.parquet"
     duckdb.sql(
         "COPY (SELECT TIMESTAMP '2024-05-02 08:00:00' AS ts, 'u2' AS user_id, 's9' AS session_id, "
@@ -88,7 +90,9 @@ buy = "purchase"
     )
     report = ingest(cli, wh, "events", src, "--mapping", m)
     assert report["files"][0]["rows_loaded"] == 4
-    got = query(wh, "SELECT ts, item_id, event_type, price, quantity, order_id, page FROM events ORDER BY ts, item_id")
+    got = query(
+        wh, "SELECT ts, item_id, event_type, price, quantity, order_id, page FROM events ORDER BY ts, item_id"
+    )
     assert got == [
         (datetime(2024, 5, 1, 10, 0), "A", "view", None, None, None, "product"),  # +02:00 → UTC
         (datetime(2024, 5, 1, 10, 1), "B", "add_to_cart", None, None, None, "product"),
@@ -169,7 +173,9 @@ def test_items_upsert_latest_updated_at_wins_and_nulls_keep_values(
     b = write(tmp_path / "items2.json", json.dumps(second))
     report = ingest(cli, wh, "items", b, "--mapping", m)
     assert (report["files"][0]["rows_loaded"], report["files"][0]["rows_duplicate"]) == (2, 1)
-    got = {r[0]: r[1:] for r in query(wh, "SELECT item_id, title, brand, price, in_stock, attributes FROM items")}
+    got = {
+        r[0]: r[1:] for r in query(wh, "SELECT item_id, title, brand, price, in_stock, attributes FROM items")
+    }
     assert got["p1"][:4] == ("Red shoe", "Acme", 45.0, False)
     assert json.loads(got["p1"][4]) == {"color": "red"}
     assert got["p2"][:3] == ("Blue hat v2", "Hatco", 22.0)
@@ -217,7 +223,9 @@ def test_missing_input_exits_66_and_unknown_mapping_exits_2(cli: CliRunner, wh: 
     typo = mapping(tmp_path, "typo", 'target = "events"\n[colums]\nuser_id = "u"\n')
     r = cli("--warehouse", wh, "ingest", "events", f, "--mapping", typo)
     assert r.code == 2 and "unknown key 'colums'" in r.stderr
-    r = cli("--warehouse", wh, "ingest", "events", f, "--mapping", mapping(tmp_path, "it", 'target = "items"\n'))
+    r = cli(
+        "--warehouse", wh, "ingest", "events", f, "--mapping", mapping(tmp_path, "it", 'target = "items"\n')
+    )
     assert r.code == 2 and "is for items, not events" in r.stderr
     r = cli("--warehouse", wh, "ingest", "orders", f)
     assert r.code == 2 and "unknown table" in r.stderr
@@ -232,7 +240,9 @@ def test_bad_mapping_expression_fails_the_file_with_65(cli: CliRunner, wh: Path,
     assert query(wh, "SELECT count(*) FROM events") == [(0,)]
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).parents[1] / "configs/mappings").glob("*.toml")))
+@pytest.mark.parametrize(
+    "name", sorted(p.stem for p in (Path(__file__).parents[1] / "configs/mappings").glob("*.toml"))
+)
 def test_shipped_mappings_are_valid(name: str) -> None:
     from recctl.ingest.mapping import load_mapping
 

@@ -90,6 +90,62 @@ def register(app: typer.Typer) -> None:
             s = warehouse_status(wh)
         state.out.emit(s, lambda c: _render_status(s, c))
 
+    @app.command("rejects")
+    def rejects_cmd(
+        ctx: typer.Context,
+        file: Annotated[
+            str | None, typer.Option("--file", help="only files whose path contains this")
+        ] = None,
+        limit: Annotated[int, typer.Option("--limit", min=1, help="at most this many rows")] = 50,
+        wait: Annotated[
+            float, typer.Option("--wait", help="wait up to SECONDS while a writer is busy")
+        ] = 0.0,
+    ) -> None:
+        """Show rejected input rows (latest first): file, record number, reason and the raw text."""
+        from recctl.status import list_rejects
+        from recctl.warehouse import open_reader
+
+        state: State = ctx.obj
+        with open_reader(state.config, wait=wait) as wh:
+            rows = list_rejects(wh, file=file, limit=limit)
+
+        def render(c: Console) -> None:
+            t = Table(title=f"ingest_rejects (latest {len(rows)})", title_justify="left")
+            for col in ("file", "line", "reason", "raw"):
+                t.add_column(col, overflow="fold")
+            for r in rows:
+                t.add_row(Path(r["source_file"]).name, str(r["line"]), r["reason"], r["raw"][:120])
+            c.print(t)
+
+        state.out.emit(rows, render)
+
+    @app.command("demo")
+    def demo_cmd(
+        ctx: typer.Context,
+        data: Annotated[Path, typer.Option("--data", help="sample shop folder")] = Path("sample_data"),
+        workdir: Annotated[Path, typer.Option("--workdir", help="where the demo project goes")] = Path(
+            "demo"
+        ),
+    ) -> None:
+        """The whole pipeline on the sample shop: init a project in --workdir, ingest, show the warehouse.
+
+        Prints its tables even when stderr is not a terminal (it is a tour); --quiet or --json turn them off.
+        """
+        from recctl.cli.ingest import render_report
+        from recctl.demo import run_demo
+
+        state: State = ctx.obj
+        result = run_demo(data, workdir)
+        data_out = {**result, "ingest": [r.as_dict() for r in result["ingest"]]}
+        if state.out.json_mode:
+            state.out.emit(data_out)
+        elif not state.out.quiet:
+            c = state.out.err
+            c.print(f"[bold]recctl demo[/] — project in {result['workdir']}/, sample shop from {data}/\n")
+            for report in result["ingest"]:
+                render_report(report, c)
+            _render_status(result["status"], c)
+
     @app.command("sample")
     def sample_cmd(
         ctx: typer.Context,

@@ -83,7 +83,11 @@ def bare_sources(source: Source, mapping: Mapping) -> dict[str, str]:
 
 
 def _is_bare(expr: str) -> bool:
-    return bool(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", expr)) and expr.upper() not in ("NULL", "TRUE", "FALSE")
+    return bool(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", expr)) and expr.upper() not in (
+        "NULL",
+        "TRUE",
+        "FALSE",
+    )
 
 
 def absent_columns(source: Source, mapping: Mapping) -> list[str]:

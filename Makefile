@@ -1,0 +1,52 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATASETS ?= ../shared/datasets
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: install demo test test-real test-all bench bench-quality lint format clean
+
+install: $(STAMP)
+
+# torch is pinned to the CPU build first, so that the permissive range in pyproject.toml is already
+# satisfied and pip does not pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/recctl demo
+
+# Real-data tests run too when the datasets folder exists; slow runs are kept out.
+test: $(STAMP)
+	@if [ -d "$(DATASETS)" ]; then \
+		RECCTL_DATASETS="$(DATASETS)" $(BIN)/pytest -m "not slow"; \
+	else \
+		echo "note: $(DATASETS) not found, real-data tests not selected (see make test-real)"; \
+		$(BIN)/pytest -m "not slow and not realdata"; \
+	fi
+
+test-real: $(STAMP)
+	RECCTL_DATASETS="$(DATASETS)" $(BIN)/pytest -m realdata
+
+test-all: $(STAMP)
+	RECCTL_DATASETS="$(DATASETS)" $(BIN)/pytest
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/ingest.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf demo/ .pytest_cache .mypy_cache .ruff_cache

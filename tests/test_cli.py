@@ -1,0 +1,110 @@
+"""The command line as users' scripts see it: help, exit codes, stdout = data, stderr = people."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import typer
+
+from recctl.cli import app
+from tests.conftest import BAD, ROOT, CliRunner, query
+
+
+def command_names() -> list[str]:
+    group = typer.main.get_command(app)
+    return sorted(group.commands)  # type: ignore[attr-defined]
+
+
+def test_root_help(cli: CliRunner) -> None:
+    r = cli("--help")
+    assert r.code == 0
+    for name in command_names():
+        assert name in r.stdout
+
+
+@pytest.mark.parametrize("name", command_names())
+def test_every_command_has_help_and_is_in_the_readme(cli: CliRunner, name: str) -> None:
+    r = cli(name, "--help")
+    assert r.code == 0
+    text = re.sub(r"\s+", " ", r.stdout)
+    assert f"recctl {name}" in text
+    # a real description: more than a title line
+    description = app.registered_commands[[c.name for c in app.registered_commands].index(name)]
+    doc = (description.callback.__doc__ or "") if description.callback else ""
+    assert len(doc.split()) >= 8, f"{name} needs a real docstring"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"recctl {name}" in readme, f"README does not show `recctl {name}`"
+
+
+def test_version(cli: CliRunner) -> None:
+    r = cli("--version")
+    assert r.code == 0 and r.stdout.startswith("recctl ")
+
+
+def test_usage_errors_exit_2(cli: CliRunner) -> None:
+    assert cli("ingest").code == 2
+    assert cli("--no-such-option").code == 2
+    assert cli("no-such-command").code == 2
+
+
+def test_json_is_exactly_one_document_and_errors_go_to_stderr(cli: CliRunner, wh: Path) -> None:
+    r = cli("--json", "--warehouse", wh, "ingest", "events", BAD / "wrong_types.csv")
+    assert r.code == 0
+    json.loads(r.stdout)  # one document, nothing else
+    assert r.stdout.count("\n") == 1
+    r = cli("--json", "--warehouse", wh, "ingest", "events", BAD / "missing_column.csv")
+    assert r.code == 65
+    json.loads(r.stdout)
+    assert "recctl: error:" in r.stderr and "recctl: error:" not in r.stdout
+
+
+def test_quiet_and_non_terminal_runs_print_nothing_on_success(cli: CliRunner, wh: Path) -> None:
+    r = cli("--quiet", "--warehouse", wh, "ingest", "events", BAD / "dup_within.csv")
+    assert (r.code, r.stdout, r.stderr) == (0, "", "")
+
+
+def test_traceback_only_with_verbose(cli: CliRunner, wh: Path) -> None:
+    r = cli("--warehouse", wh, "status")
+    assert r.code == 2 and "no warehouse at" in r.stderr and "Traceback" not in r.stderr
+    r = cli("-v", "--warehouse", wh, "status")
+    assert r.code == 2 and "Traceback" in r.stderr
+
+
+def test_init_scaffolds_and_keeps_existing_files(cli: CliRunner, tmp_path: Path) -> None:
+    r = cli("--json", "init", tmp_path / "shop")
+    assert r.code == 0
+    cfg = tmp_path / "shop" / "configs" / "recctl.toml"
+    assert cfg.read_text() == (ROOT / "configs" / "recctl.toml").read_text()
+    assert (tmp_path / "shop" / "configs" / "mappings" / "sample-shop-events.toml").exists()
+    assert query(tmp_path / "shop" / "recctl.duckdb", "SELECT max(version) FROM schema_version") == [(1,)]
+    cfg.write_text("seed = 3\n")
+    r = cli("--json", "init", tmp_path / "shop")
+    assert str(cfg) in r.json["kept"] and cfg.read_text() == "seed = 3\n"
+
+
+def test_status_reports_counts(cli: CliRunner, wh: Path) -> None:
+    cli("--warehouse", wh, "ingest", "events", BAD / "wrong_types.csv", BAD / "dup_within.csv")
+    r = cli("--json", "--warehouse", wh, "status")
+    assert r.code == 0
+    s = r.json
+    assert s["events"]["rows"] == 4 and s["events"]["by_type"] == {"view": 2, "purchase": 1, "search": 1}
+    assert s["ingest"]["rejects"] == {"events": 7}
+    assert s["ingest"]["files"]["ok"]["files"] == 2
+    assert s["writer"] is None
+
+
+def test_demo_runs_on_the_sample_shop_and_reruns_as_noop(cli: CliRunner, tmp_path: Path) -> None:
+    r = cli("--json", "demo", "--data", ROOT / "sample_data", "--workdir", tmp_path / "demo")
+    assert r.code == 0, r.stderr
+    loaded = {f["target"]: f["rows_loaded"] for rep in r.json["ingest"] for f in rep["files"]}
+    assert loaded["items"] == 1500 and loaded["events"] > 100_000
+    r = cli("--json", "demo", "--data", ROOT / "sample_data", "--workdir", tmp_path / "demo")
+    assert {f["status"] for rep in r.json["ingest"] for f in rep["files"]} == {"unchanged"}
+
+
+def test_demo_without_sample_data_exits_66(cli: CliRunner, tmp_path: Path) -> None:
+    r = cli("demo", "--data", tmp_path / "none", "--workdir", tmp_path / "demo")
+    assert r.code == 66 and "recctl sample" in r.stderr
