@@ -105,9 +105,7 @@ def test_committed_copy_is_small_and_reproducible(regenerated: tuple[Path, dict[
     assert total < 5 * 1024 * 1024
     assert sorted(p.name for p in SAMPLE.iterdir()) == sorted(FILES)
     for name in FILES:
-        assert content(out / name) == content(SAMPLE / name), (
-            f"{name} differs from a regeneration"
-        )
+        assert content(out / name) == content(SAMPLE / name), f"{name} differs from a regeneration"
     assert summary["items"] == 1500
     assert (
         summary["events"]
