@@ -213,15 +213,18 @@ def _checks(col: str, sql_type: str, m: str, given: bool, rules: Rules, target: 
     elif sql_type == "JSON":
         out.append(f"CASE WHEN {present} AND {col} IS NULL THEN '{col} is not valid JSON' END")
     elif sql_type == "TIMESTAMP":
-        required = target == "events" and col == "ts"
-        missing = f"WHEN NOT {present} THEN 'missing {col}' " if required else ""
-        out.append(
-            f"CASE {missing}WHEN {present} AND {col} IS NULL THEN 'unparseable {col}: ' || {_quoted(m)} "
-            f"WHEN {col} > {_ts_literal(rules.future_limit)} THEN '{col} ' || CAST({col} AS VARCHAR) || "
-            f"' is in the future (beyond the {rules.future_tolerance} tolerance)' "
-            f"WHEN {col} < {_ts_literal(rules.min_timestamp)} THEN '{col} ' || CAST({col} AS VARCHAR) || "
-            f"' is before min_timestamp {rules.min_timestamp.date()}' END"
-        )
+        unparseable = f"WHEN {present} AND {col} IS NULL THEN 'unparseable {col}: ' || {_quoted(m)} "
+        if target == "events" and col == "ts":
+            # the time of an event must be plausible; catalog dates (releases, sign-ups) may be anything
+            out.append(
+                f"CASE WHEN NOT {present} THEN 'missing {col}' {unparseable}"
+                f"WHEN {col} > {_ts_literal(rules.future_limit)} THEN '{col} ' || CAST({col} AS VARCHAR) || "
+                f"' is in the future (beyond the {rules.future_tolerance} tolerance)' "
+                f"WHEN {col} < {_ts_literal(rules.min_timestamp)} THEN '{col} ' || CAST({col} AS VARCHAR) || "
+                f"' is before min_timestamp {rules.min_timestamp.date()}' END"
+            )
+        else:
+            out.append(f"CASE {unparseable}END")
     return out
 
 
