@@ -10,6 +10,7 @@ import pytest
 import typer
 
 from recctl.cli import app
+from recctl.warehouse.migrations import LATEST
 from tests.conftest import BAD, ROOT, CliRunner, query
 
 
@@ -79,7 +80,9 @@ def test_init_scaffolds_and_keeps_existing_files(cli: CliRunner, tmp_path: Path)
     cfg = tmp_path / "shop" / "configs" / "recctl.toml"
     assert cfg.read_text() == (ROOT / "configs" / "recctl.toml").read_text()
     assert (tmp_path / "shop" / "configs" / "mappings" / "sample-shop-events.toml").exists()
-    assert query(tmp_path / "shop" / "recctl.duckdb", "SELECT max(version) FROM schema_version") == [(1,)]
+    assert query(tmp_path / "shop" / "recctl.duckdb", "SELECT max(version) FROM schema_version") == [
+        (LATEST,)
+    ]
     cfg.write_text("seed = 3\n")
     r = cli("--json", "init", tmp_path / "shop")
     assert str(cfg) in r.json["kept"] and cfg.read_text() == "seed = 3\n"

@@ -164,3 +164,23 @@ def test_kill_9_mid_ingest_then_rerun_gives_exact_counts(tmp_path: Path) -> None
         0,
     )
     assert query(db, "SELECT count(*), count(DISTINCT event_key) FROM events") == [(3_000_001, 3_000_001)]
+
+
+def test_event_keys_are_rebuilt_when_duckdbs_hash_changes(tmp_path: Path) -> None:
+    """Keys are DuckDB hashes; a DuckDB release with another hash must not break de-duplication."""
+    db = tmp_path / "w.duckdb"
+    src = tmp_path / "e.csv"
+    src.write_text("ts,user_id,item_id,event_type,price\n2024-02-01T00:00:00Z,u1,p1,view,2.5\n"
+                   "2024-02-01T00:01:00Z,u1,p2,view,\n")  # fmt: skip
+    assert recctl("--warehouse", db, "ingest", "events", src).wait(timeout=60) == 0
+    good = query(db, "SELECT event_key FROM events ORDER BY ts")
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE recctl_meta SET value = 'from another duckdb' WHERE key = 'event_key_probe'")
+    con.execute("UPDATE events SET event_key = event_key + 1")  # what an older hash would have stored
+    con.close()
+    with open_writer(cfg(db), "test"):  # the writer notices and re-keys
+        pass
+    assert query(db, "SELECT event_key FROM events ORDER BY ts") == good
+    rerun = recctl("--json", "--warehouse", db, "ingest", "events", src, "--force")
+    out, _ = rerun.communicate(timeout=60)
+    assert json.loads(out)["totals"]["rows_duplicate"] == 2

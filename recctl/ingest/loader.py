@@ -116,26 +116,25 @@ def _insert_stage_rejects(con: duckdb.DuckDBPyConnection, src: Source, target: s
 
 
 def _load_events(con: duckdb.DuckDBPyConnection, cols: list[str], path: str, now: datetime) -> int:
-    dup = _scalar(
-        con,
-        f"SELECT count(*) FROM (SELECT _key FROM {STAGE} WHERE _reason IS NULL GROUP BY _key HAVING count(*) > 1)",
+    # within the file, the first occurrence of a key wins; the keys seen more than once are usually none
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _recctl_dups AS SELECT _key, min(rowid) AS keep FROM {STAGE} "
+        "WHERE _reason IS NULL GROUP BY _key HAVING count(*) > 1"
     )
     drop = ""
-    if dup:
-        # within the file, the first occurrence wins
+    if _scalar(con, "SELECT count(*) FROM _recctl_dups"):
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE _recctl_drop AS SELECT st.rowid AS rid FROM {STAGE} st "
-            f"JOIN (SELECT _key, min(rowid) AS keep FROM {STAGE} WHERE _reason IS NULL GROUP BY _key "
-            f"HAVING count(*) > 1) d ON st._key = d._key WHERE st._reason IS NULL AND st.rowid <> d.keep"
+            "JOIN _recctl_dups d ON d._key = st._key WHERE st.rowid <> d.keep"
         )
-        drop = "AND st.rowid NOT IN (SELECT rid FROM _recctl_drop)"
+        drop = "ANTI JOIN _recctl_drop x ON x.rid = st.rowid"
     names = ", ".join(ident(c) for c in cols)
     select = ", ".join(f"st.{ident(c)}" for c in cols)
     before = _scalar(con, "SELECT count(*) FROM events")
     con.execute(
         f"INSERT INTO events (event_key, {names}, source_file, ingested_at) "
-        f"SELECT st._key, {select}, ?, ? FROM {STAGE} st ANTI JOIN events e ON e.event_key = st._key "
-        f"WHERE st._reason IS NULL {drop}",
+        f"SELECT st._key, {select}, ?, ? FROM {STAGE} st ANTI JOIN events e ON e.event_key = st._key {drop} "
+        "WHERE st._reason IS NULL",
         [path, now],
     )
     return _scalar(con, "SELECT count(*) FROM events") - before
@@ -251,6 +250,6 @@ def load_file(
         con.execute("ROLLBACK")
         raise
     finally:
-        for t in (STAGE, "_recctl_perr", "_recctl_pshift", "_recctl_drop", "_recctl_win", "_recctl_upd"):
+        for t in (STAGE, "_recctl_perr", "_recctl_pshift", "_recctl_dups", "_recctl_drop", "_recctl_win", "_recctl_upd"):
             con.execute(f"DROP TABLE IF EXISTS {t}")
     return result

@@ -123,7 +123,7 @@ def _ts_expr(m: str, src_type: str, mapping: Mapping) -> str:
     tz = sql_str(mapping.timestamp.timezone)
     unit = mapping.timestamp.unit
     if src_type.startswith("TIMESTAMP WITH TIME ZONE"):
-        return f"({m} AT TIME ZONE 'UTC')"
+        return f"make_timestamp(epoch_us({m}))"
     if src_type.startswith(("TIMESTAMP", "DATE")):
         base = f"CAST({m} AS TIMESTAMP)"
         return (
@@ -143,9 +143,9 @@ def _ts_expr(m: str, src_type: str, mapping: Mapping) -> str:
 
     if src_type.startswith(_NUMERIC_SOURCE):
         return epoch(f"CAST({m} AS DOUBLE)")
-    text = f"trim(CAST({m} AS VARCHAR))"
+    text = m if src_type == "VARCHAR" else f"CAST({m} AS VARCHAR)"
     if mapping.timestamp.format:
-        parsed = f"try_strptime({text}, {sql_str(mapping.timestamp.format)})"
+        parsed = f"try_strptime(trim({text}), {sql_str(mapping.timestamp.format)})"
         parsed = (
             parsed
             if mapping.timestamp.timezone == "UTC"
@@ -153,7 +153,7 @@ def _ts_expr(m: str, src_type: str, mapping: Mapping) -> str:
         )
     else:
         # a text without zone is read in the session time zone, set to the mapping's during the load
-        parsed = f"(try_cast({text} AS TIMESTAMPTZ) AT TIME ZONE 'UTC')"
+        parsed = f"make_timestamp(epoch_us(try_cast({text} AS TIMESTAMPTZ)))"
     if unit != "auto":
         return f"coalesce({parsed}, {epoch(f'try_cast({text} AS DOUBLE)')})"
     return f"coalesce({parsed}, {epoch(f'try_cast({text} AS DOUBLE)')})"
@@ -168,14 +168,11 @@ def _typed(col: str, sql_type: str, m: str, src_type: str, mapping: Mapping) -> 
         return f"CASE {low} {cases} ELSE {low} END" if cases else low
     if sql_type == "VARCHAR":
         if col in schema.ID_COLUMNS:
-            return f"NULLIF(trim(CAST({m} AS VARCHAR)), '')"
+            v = m if src_type == "VARCHAR" else f"CAST({m} AS VARCHAR)"
+            return f"NULLIF(CASE WHEN starts_with({v}, ' ') OR ends_with({v}, ' ') THEN trim({v}) ELSE {v} END, '')"
         return f"NULLIF(CAST({m} AS VARCHAR), '')"
     if sql_type == "DOUBLE":
-        return (
-            f"CAST({m} AS DOUBLE)"
-            if src_type.startswith(_NUMERIC_SOURCE)
-            else f"try_cast(trim(CAST({m} AS VARCHAR)) AS DOUBLE)"
-        )
+        return f"CAST({m} AS DOUBLE)" if src_type.startswith(_NUMERIC_SOURCE) else f"try_cast({m} AS DOUBLE)"
     if sql_type == "BIGINT":
         return f"try_cast(try_cast(trim(CAST({m} AS VARCHAR)) AS DOUBLE) AS BIGINT)"
     if sql_type == "BOOLEAN":
@@ -203,21 +200,21 @@ def _checks(col: str, sql_type: str, m: str, given: bool, rules: Rules, target: 
     present = f"(NULLIF(trim(CAST({m} AS VARCHAR)), '') IS NOT NULL)"
     if sql_type in NUMERIC_TYPES:
         kind = "a number" if sql_type == "DOUBLE" else "a whole number"
-        out.append(f"CASE WHEN {present} AND {col} IS NULL THEN '{col} is not {kind}: ' || {_quoted(m)} END")
+        out.append(f"CASE WHEN {col} IS NULL AND {present} THEN '{col} is not {kind}: ' || {_quoted(m)} END")
         if col in _NEGATIVE_NOT_ALLOWED:
             out.append(f"CASE WHEN {col} < 0 THEN '{col} is negative: ' || CAST({col} AS VARCHAR) END")
     elif sql_type == "BOOLEAN":
         out.append(
-            f"CASE WHEN {present} AND {col} IS NULL THEN '{col} is not true/false: ' || {_quoted(m)} END"
+            f"CASE WHEN {col} IS NULL AND {present} THEN '{col} is not true/false: ' || {_quoted(m)} END"
         )
     elif sql_type == "JSON":
-        out.append(f"CASE WHEN {present} AND {col} IS NULL THEN '{col} is not valid JSON' END")
+        out.append(f"CASE WHEN {col} IS NULL AND {present} THEN '{col} is not valid JSON' END")
     elif sql_type == "TIMESTAMP":
-        unparseable = f"WHEN {present} AND {col} IS NULL THEN 'unparseable {col}: ' || {_quoted(m)} "
+        unparseable = f"WHEN {col} IS NULL AND {present} THEN 'unparseable {col}: ' || {_quoted(m)} "
         if target == "events" and col == "ts":
             # the time of an event must be plausible; catalog dates (releases, sign-ups) may be anything
             out.append(
-                f"CASE WHEN NOT {present} THEN 'missing {col}' {unparseable}"
+                f"CASE WHEN {col} IS NULL AND NOT {present} THEN 'missing {col}' {unparseable}"
                 f"WHEN {col} > {_ts_literal(rules.future_limit)} THEN '{col} ' || CAST({col} AS VARCHAR) || "
                 f"' is in the future (beyond the {rules.future_tolerance} tolerance)' "
                 f"WHEN {col} < {_ts_literal(rules.min_timestamp)} THEN '{col} ' || CAST({col} AS VARCHAR) || "
@@ -278,21 +275,16 @@ def stage_sql(
     # a record that is not even a JSON object gets that one reason, not a list of missing columns
     reason = f"coalesce(_src_error, NULLIF(concat_ws('; ', {', '.join(reasons)}), ''))"
     raw_final = "to_json(_rawsrc)::VARCHAR" if raw_select == "s" else "CAST(_rawsrc AS VARCHAR)"
-    l4 = [ident(c) for c in cols]
+    # events carry only the columns this file gives (the rest are NULL); upserts merge every column
+    carried = [c for c in cols if c in exprs] if target == "events" else cols
+    l4 = [ident(c) for c in carried]
     l4 += ["_reason", f"CASE WHEN _reason IS NOT NULL THEN {raw_final} END AS _raw"]
     if source.line_mode == "column":
         l4.append("_lineno")
     if target == "events":
-        content = [c for c in cols if c != "event_id"]
-        parts = ", ".join(
-            f"coalesce(CAST({'epoch_us(ts)' if c == 'ts' else ident(c)} AS VARCHAR), '')" for c in content
-        )
-        l4.append(
-            f"md5_number(CASE WHEN event_id IS NOT NULL THEN 'id:' || event_id "
-            f"ELSE concat_ws(chr(31), {parts}) END) AS _key"
-        )
+        l4.append(f"{schema.event_key_sql()} AS _key")
     sql = (
         f"SELECT {', '.join(l4)} FROM (SELECT *, {reason} AS _reason FROM "
         f"(SELECT {', '.join(l2)} FROM (SELECT {', '.join(l1)} FROM {source.sql} AS s)))"
     )
-    return sql, cols
+    return sql, carried

@@ -31,6 +31,7 @@ class Warehouse:
 
 def _configure(con: duckdb.DuckDBPyConnection, cfg: RecctlConfig) -> None:
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")  # DuckDB's own bar would write to stdout
     if cfg.warehouse.threads:
         con.execute(f"SET threads = {int(cfg.warehouse.threads)}")
     if cfg.warehouse.memory_limit:

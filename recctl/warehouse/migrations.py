@@ -22,8 +22,13 @@ def _v1() -> list[str]:
     ]
 
 
+def _v2() -> list[str]:
+    return ["CREATE TABLE IF NOT EXISTS recctl_meta (key VARCHAR PRIMARY KEY, value VARCHAR)"]
+
+
 MIGRATIONS: list[Migration] = [
     (1, "events, items, users, ingest manifest and rejects", _v1),
+    (2, "recctl_meta (event key probe)", _v2),
 ]
 LATEST = MIGRATIONS[-1][0]
 
@@ -64,4 +69,32 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[int]:
             con.execute("ROLLBACK")
             raise
         applied.append(version)
+    check_key_probe(con)
     return applied
+
+
+#: A fixed event whose key tells whether DuckDB's ``hash`` is still the one the stored keys were made with.
+_PROBE = (
+    "SELECT {key} FROM (SELECT NULL::VARCHAR AS event_id, TIMESTAMP '2001-02-03 04:05:06' AS ts, "
+    "'u' AS user_id, 's' AS session_id, 'i' AS item_id, 'view' AS event_type, 1.5::DOUBLE AS value, "
+    "2::DOUBLE AS quantity, 3.25::DOUBLE AS price, 0::DOUBLE AS discount, 'o' AS order_id, "
+    "'q' AS query, 'p' AS page)"
+)
+
+
+def check_key_probe(con: duckdb.DuckDBPyConnection) -> bool:
+    """Store the key probe, or re-key every event if DuckDB's hash changed since. True if re-keyed."""
+    probe = str(con.sql(_PROBE.format(key=schema.event_key_sql())).fetchall()[0][0])
+    rows = con.sql("SELECT value FROM recctl_meta WHERE key = 'event_key_probe'").fetchall()
+    if rows and rows[0][0] == probe:
+        return False
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if rows:
+            con.execute(f"UPDATE events SET event_key = {schema.event_key_sql()}")
+        con.execute("INSERT OR REPLACE INTO recctl_meta VALUES ('event_key_probe', ?)", [probe])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return bool(rows)
