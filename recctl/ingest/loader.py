@@ -250,6 +250,14 @@ def load_file(
         con.execute("ROLLBACK")
         raise
     finally:
-        for t in (STAGE, "_recctl_perr", "_recctl_pshift", "_recctl_dups", "_recctl_drop", "_recctl_win", "_recctl_upd"):
+        for t in (
+            STAGE,
+            "_recctl_perr",
+            "_recctl_pshift",
+            "_recctl_dups",
+            "_recctl_drop",
+            "_recctl_win",
+            "_recctl_upd",
+        ):
             con.execute(f"DROP TABLE IF EXISTS {t}")
     return result
