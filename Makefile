@@ -39,6 +39,10 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
 
+# offline quality on the public datasets (needs ../shared/datasets): benchmarks/results/quality.json
+bench-quality: $(STAMP)
+	RECCTL_DATASETS="$(DATASETS)" $(BIN)/python benchmarks/quality.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

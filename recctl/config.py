@@ -14,7 +14,7 @@ import tomllib
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -73,11 +73,51 @@ class IngestConfig(Strict):
         return v
 
 
+class CandidateSpec(Strict):
+    """One candidate generator: its registry ``kind`` and kind-specific ``params`` (checked by the kind)."""
+
+    name: str
+    kind: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+Baseline = Literal["popular", "popular-recent", "random"]
+BASELINES: tuple[Baseline, ...] = ("popular", "popular-recent", "random")
+
+
+class EvaluateConfig(Strict):
+    protocol: Literal["temporal", "leave-one-out", "files"] = "temporal"
+    cutoff: str = "4w"
+    target_events: list[str] = Field(default_factory=lambda: ["purchase"])
+    variant: Literal["all", "new-items"] = "all"
+    filter_seen: bool = True
+    ks: list[int] = Field(default_factory=lambda: [10, 20])
+    curve_ks: list[int] = Field(default_factory=lambda: [1, 5, 10, 20, 50])
+    n_boot: int = Field(1000, ge=0)
+    baselines: list[Baseline] = Field(default_factory=lambda: list(BASELINES))
+    recent_days: float = Field(7.0, gt=0)
+    gate_metric: str = "ndcg@10"
+    gate_tolerance: float = Field(0.02, ge=0, le=1)
+
+    @field_validator("ks", "curve_ks")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if not v or any(k < 1 for k in v):
+            raise ValueError("K values are positive integers")
+        return sorted(set(v))
+
+
+def _default_candidates() -> list[CandidateSpec]:
+    return [CandidateSpec(name="trending", kind="popular", params={"window_days": 14.0})]
+
+
 class RecctlConfig(Strict):
     seed: int = Field(42, description="root seed; every random component derives its own from it")
     warehouse: WarehouseConfig = WarehouseConfig()
     ingest: IngestConfig = IngestConfig()
     runs_dir: Path = Path("runs")
+    candidates: list[CandidateSpec] = Field(default_factory=_default_candidates)
+    evaluate: EvaluateConfig = EvaluateConfig()
 
     def resolved(self) -> dict[str, Any]:
         """The config as plain JSON-able data (what `recctl status --config` prints and runs save)."""

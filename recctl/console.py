@@ -39,12 +39,19 @@ def to_json(data: Any) -> str:
     return json.dumps(data, default=_default, ensure_ascii=False)
 
 
+def _stderr_console() -> Console:
+    console = Console(stderr=True, highlight=False)
+    if not console.is_terminal:
+        console.width = 160  # logs and pipes: no terminal to wrap tables into 80 columns
+    return console
+
+
 @dataclass
 class Output:
     json_mode: bool = False
     quiet: bool = False
     verbose: int = 0
-    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
+    err: Console = field(default_factory=_stderr_console)
 
     @property
     def people(self) -> bool:

@@ -136,6 +136,21 @@ INGEST_REJECTS_COLUMNS: tuple[Column, ...] = (
 )
 
 
+EVAL_RUNS_COLUMNS: tuple[Column, ...] = (
+    Column("eval_id", "VARCHAR", "one evaluate call"),
+    Column("created_at", "TIMESTAMP", "UTC"),
+    Column("dataset", "VARCHAR", "label of the data evaluated"),
+    Column("protocol", "VARCHAR", "temporal | leave-one-out | files"),
+    Column("variant", "VARCHAR", "all | new-items"),
+    Column("model", "VARCHAR", "model or baseline name"),
+    Column("metric", "VARCHAR", "e.g. ndcg@10"),
+    Column("value", "DOUBLE", "mean over test users"),
+    Column("ci_low", "DOUBLE", "bootstrap 95% interval, when computed"),
+    Column("ci_high", "DOUBLE", ""),
+    Column("settings", "JSON", "protocol settings and data counts"),
+)
+
+
 def event_key_sql() -> str:
     """SQL for an event's identity over the canonical columns (in the stage and in ``events`` alike).
 

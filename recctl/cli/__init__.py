@@ -73,10 +73,11 @@ def _global(
 
 
 def _register() -> None:
-    from recctl.cli import admin, ingest
+    from recctl.cli import admin, ingest, model
 
     admin.register(app)
     ingest.register(app)
+    model.register(app)
 
 
 _register()

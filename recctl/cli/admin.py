@@ -127,9 +127,10 @@ def register(app: typer.Typer) -> None:
             "demo"
         ),
     ) -> None:
-        """The whole pipeline on the sample shop: init a project in --workdir, ingest, show the warehouse.
+        """The whole pipeline on the sample shop: init a project in --workdir, ingest, train, evaluate.
 
-        Prints its tables even when stderr is not a terminal (it is a tour); --quiet or --json turn them off.
+        Ends with the evaluation table (models beside the baselines) and the path of the HTML report. Prints
+        its tables even when stderr is not a terminal (it is a tour); --quiet or --json turn them off.
         """
         from recctl.cli.ingest import render_report
         from recctl.demo import run_demo
@@ -137,6 +138,8 @@ def register(app: typer.Typer) -> None:
         state: State = ctx.obj
         result = run_demo(data, workdir)
         data_out = {**result, "ingest": [r.as_dict() for r in result["ingest"]]}
+        from recctl.cli.model import render_evaluation
+
         if state.out.json_mode:
             state.out.emit(data_out)
         elif not state.out.quiet:
@@ -145,6 +148,9 @@ def register(app: typer.Typer) -> None:
             for report in result["ingest"]:
                 render_report(report, c)
             _render_status(result["status"], c)
+            c.print(f"\ntrained run [bold]{result['train']['run_id']}[/] in {result['workdir']}/runs\n")
+            render_evaluation(result["evaluation"], c)
+            c.print(f"\nHTML report: [bold]{result['report']}[/]")
 
     @app.command("sample")
     def sample_cmd(

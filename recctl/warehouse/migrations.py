@@ -26,9 +26,14 @@ def _v2() -> list[str]:
     return ["CREATE TABLE IF NOT EXISTS recctl_meta (key VARCHAR PRIMARY KEY, value VARCHAR)"]
 
 
+def _v3() -> list[str]:
+    return [schema.create_table_sql("eval_runs", schema.EVAL_RUNS_COLUMNS)]
+
+
 MIGRATIONS: list[Migration] = [
     (1, "events, items, users, ingest manifest and rejects", _v1),
     (2, "recctl_meta (event key probe)", _v2),
+    (3, "eval_runs (every evaluation result row)", _v3),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -1,0 +1,97 @@
+"""The one small protocol every candidate generator follows, and the registry of kinds.
+
+A generator is fitted on a training frame of interactions (``recctl.data.load_interactions``) and then
+proposes, for each requested user, up to ``n`` items with a score and a 1-based rank, never an item in
+``exclude`` for that user. It saves itself as plain data (parquet / JSON / state dicts) into a folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, Self, runtime_checkable
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from recctl.errors import ConfigError
+
+RECS_SCHEMA = {"user_id": pl.String, "item_id": pl.String, "score": pl.Float64, "rank": pl.Int32}
+
+
+class Params(BaseModel):
+    """Base of each generator's parameters: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@runtime_checkable
+class CandidateGenerator(Protocol):
+    kind: str
+    name: str
+
+    def fit(self, train: pl.DataFrame, *, seed: int) -> None: ...
+
+    def for_users(self, users: pl.Series, n: int, *, exclude: pl.DataFrame | None = None) -> pl.DataFrame: ...
+
+    def save(self, path: Path) -> None: ...
+
+    @classmethod
+    def load(cls, path: Path, name: str, params: dict[str, Any]) -> Self: ...
+
+
+Factory = Callable[[str, dict[str, Any]], CandidateGenerator]
+_REGISTRY: dict[str, type[Any]] = {}
+
+
+def register(kind: str) -> Callable[[type[Any]], type[Any]]:
+    def deco(cls: type[Any]) -> type[Any]:
+        _REGISTRY[kind] = cls
+        cls.kind = kind
+        return cls
+
+    return deco
+
+
+def kinds() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def build(kind: str, name: str, params: dict[str, Any]) -> CandidateGenerator:
+    """A generator of ``kind`` named ``name``, its params validated (errors name the key)."""
+    _load_builtin()
+    if kind not in _REGISTRY:
+        raise ConfigError(f"unknown candidate kind {kind!r}; known: {', '.join(sorted(_REGISTRY))}")
+    cls = _REGISTRY[kind]
+    try:
+        gen: CandidateGenerator = cls(name, cls.Params.model_validate(params))
+    except ValidationError as exc:
+        msgs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid params for {name} ({kind}): {msgs}") from exc
+    return gen
+
+
+def _load_builtin() -> None:
+    # importing the modules registers their kinds
+    from recctl.candidates import popular, uniform  # noqa: F401
+
+
+def rank_top(scored: pl.DataFrame, n: int, exclude: pl.DataFrame | None) -> pl.DataFrame:
+    """Keep each user's ``n`` best (user_id, item_id, score) rows not in ``exclude``; ties by item_id."""
+    if exclude is not None and exclude.height:
+        scored = scored.join(exclude.select("user_id", "item_id"), on=["user_id", "item_id"], how="anti")
+    return (
+        scored.sort(["user_id", "score", "item_id"], descending=[False, True, False])
+        .with_columns(rank=pl.int_range(1, pl.len() + 1).over("user_id").cast(pl.Int32))
+        .filter(pl.col("rank") <= n)
+        .select(list(RECS_SCHEMA))
+        .cast(RECS_SCHEMA)  # type: ignore[arg-type]
+    )
+
+
+def max_excluded(exclude: pl.DataFrame | None) -> int:
+    if exclude is None or exclude.height == 0:
+        return 0
+    top = exclude.group_by("user_id").len()["len"].max()
+    return int(top) if isinstance(top, int) else 0

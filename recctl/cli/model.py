@@ -1,0 +1,186 @@
+"""``recctl evaluate``, ``recctl train`` and ``recctl runs``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from recctl.cli.state import State
+from recctl.errors import ConfigError, GateFailedError
+
+
+def _ks(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return sorted({int(k) for k in text.split(",") if k.strip()})
+    except ValueError:
+        raise ConfigError(f"--k takes a comma-separated list of integers, not {text!r}") from None
+
+
+def render_evaluation(result: dict[str, Any], c: Console) -> None:
+    s, d = result["settings"], result["data"]
+    where = f"cutoff {s['cutoff']}, targets {', '.join(s['target_events'])}" if "cutoff" in s else ""
+    c.print(
+        f"[bold]{result['dataset']}[/] · protocol {result['protocol']} ({result['variant']}) {where} · "
+        f"{'seen items filtered' if s['filter_seen'] else 'seen items kept'} · {s['ranking']} · "
+        f"{d['test_users']:,} test users, {d['test_targets']:,} targets, {d['train_events']:,} training events"
+    )
+    k0 = s["ks"][0]
+    cols = [f"{m}@{k}" for k in s["ks"] for m in ("recall", "ndcg")]
+    cols += [f"mrr@{k0}", f"map@{k0}", f"coverage@{k0}", f"novelty@{k0}"]
+    t = Table(title_justify="left", caption="± half-width of the bootstrap 95% interval over users",
+              caption_justify="left")  # fmt: skip
+    t.add_column("model")
+    for col in cols:
+        t.add_column(col, justify="right")
+    for name, r in result["models"].items():
+        cells = []
+        for col in cols:
+            v = r["metrics"].get(col, float("nan"))
+            lo_hi = r["ci95"].get(col)
+            cells.append(f"{v:.4f}" + (f" [dim]±{(lo_hi[1] - lo_hi[0]) / 2:.4f}[/]" if lo_hi else ""))
+        t.add_row(name, *cells)
+    c.print(t)
+    if "gate" in result:
+        c.print(("[green]" if result["gate"]["passed"] else "[bold red]") + result["gate"]["reason"] + "[/]")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("evaluate")
+    def evaluate_cmd(
+        ctx: typer.Context,
+        protocol: Annotated[
+            str | None, typer.Option("--protocol", help="temporal | leave-one-out | files (default: config)")
+        ] = None,
+        k: Annotated[str | None, typer.Option("--k", help="cut-offs, e.g. 10,20 (default: config)")] = None,
+        variant: Annotated[str | None, typer.Option("--variant", help="all | new-items")] = None,
+        cutoff: Annotated[
+            str | None,
+            typer.Option("--cutoff", help="temporal: '4w', '28d' (last weeks/days) or an ISO date"),
+        ] = None,
+        models: Annotated[
+            str | None, typer.Option("--models", help="only these models, comma-separated")
+        ] = None,
+        train: Annotated[
+            list[Path] | None, typer.Option("--train", help="files protocol: training file(s)")
+        ] = None,
+        test: Annotated[
+            list[Path] | None, typer.Option("--test", help="files protocol: test file(s)")
+        ] = None,
+        mapping: Annotated[
+            str | None, typer.Option("--mapping", help="files protocol: the files' mapping")
+        ] = None,
+        dataset: Annotated[str | None, typer.Option("--dataset", help="label for the results")] = None,
+        report: Annotated[
+            Path | None, typer.Option("--report", help="write a self-contained HTML report")
+        ] = None,
+        gate: Annotated[
+            bool, typer.Option("--gate", help="exit 3 if the first candidate is worse than the promoted run")
+        ] = False,
+        wait: Annotated[
+            float | None, typer.Option("--wait", help="wait up to SECONDS for the warehouse")
+        ] = None,
+    ) -> None:
+        """Offline evaluation with an honest protocol: configured models beside popular, popular-recent, random.
+
+        Full ranking over the whole catalog (never sampled negatives); seen items filtered or not per config,
+        printed with the results. Recall, NDCG, MRR, MAP, precision, hit rate with bootstrap 95% intervals,
+        coverage, novelty, diversity and a new / returning / buyer breakdown. Every result row is stored in
+        the eval_runs table; --report writes one HTML page that works offline. With --gate, exit 3 when the
+        candidate is worse than the promoted run (or popular-recent) by more than the tolerance.
+        """
+        from recctl.evaluate.service import run_evaluate
+        from recctl.warehouse import open_writer
+
+        state: State = ctx.obj
+        cfg = state.config
+        with open_writer(cfg, "evaluate", wait=wait) as wh:
+            result, gate_result = run_evaluate(
+                wh, cfg, protocol=protocol, variant=variant, ks=_ks(k), cutoff=cutoff,
+                models=[m.strip() for m in models.split(",")] if models else None,
+                train_files=train, test_files=test, mapping=mapping, dataset=dataset, gate=gate,
+            )  # fmt: skip
+        if report is not None:
+            from recctl.evaluate.report import write_report
+
+            result["report"] = str(write_report(result, report))
+        state.out.emit(result, lambda c: render_evaluation(result, c))
+        if report is not None:
+            state.out.info(f"report: {result['report']}")
+        if gate_result is not None and not gate_result.passed:
+            raise GateFailedError(gate_result.reason)
+
+    @app.command("train")
+    def train_cmd(
+        ctx: typer.Context,
+        candidates: Annotated[
+            str | None, typer.Option("--candidates", help="only these configured generators, comma-separated")
+        ] = None,
+        gate: Annotated[
+            bool, typer.Option("--gate", help="promote only if it evaluates as well as the promoted run")
+        ] = False,
+        wait: Annotated[
+            float | None, typer.Option("--wait", help="wait up to SECONDS for the warehouse")
+        ] = None,
+    ) -> None:
+        """Fit the configured candidate generators on all events into runs/<id>/ and promote the run.
+
+        The run folder holds the resolved config, meta.json and the fitted models as plain data. It is moved
+        into place only when complete; a failure (or a failed --gate, exit 3) leaves the promoted run live.
+        """
+        from recctl.train import run_train
+        from recctl.warehouse import open_writer
+
+        state: State = ctx.obj
+        cfg = state.config
+        names = [c.strip() for c in candidates.split(",")] if candidates else None
+        with open_writer(cfg, "train", wait=wait) as wh:
+            result = run_train(wh, cfg, gate=gate, names=names)
+        state.out.emit(result, lambda c: c.print(f"trained and promoted run [bold]{result['run_id']}[/]: "
+                                                  f"{', '.join(result['models'])}"))  # fmt: skip
+
+    runs_app = typer.Typer(help="List, inspect and promote model runs.", no_args_is_help=True)
+    app.add_typer(runs_app, name="runs")
+
+    @runs_app.command("list")
+    def runs_list(ctx: typer.Context) -> None:
+        """All runs in runs_dir, oldest first, with the promoted one marked."""
+        from recctl.runs import list_runs
+
+        state: State = ctx.obj
+        rows = list_runs(state.config.runs_dir)
+
+        def render(c: Console) -> None:
+            t = Table()
+            for col in ("run", "created", "status", "models", "promoted"):
+                t.add_column(col)
+            for r in rows:
+                t.add_row(r["run_id"], r["created_at"], r.get("status", ""), ", ".join(r.get("models", {})),
+                          "✓" if r["promoted"] else "")  # fmt: skip
+            c.print(t)
+
+        state.out.emit(rows, render)
+
+    @runs_app.command("show")
+    def runs_show(ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="run id")]) -> None:
+        """One run's meta.json: models, data, timings and its evaluation when trained with --gate."""
+        from recctl.runs import promoted, read_meta, run_path
+
+        state: State = ctx.obj
+        meta = read_meta(run_path(state.config.runs_dir, run_id))
+        meta["promoted"] = promoted(state.config.runs_dir) == run_id
+        state.out.emit(meta, lambda c: c.print_json(data=meta, default=str))
+
+    @runs_app.command("promote")
+    def runs_promote(ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="run id")]) -> None:
+        """Make RUN_ID the live run (atomic), e.g. to roll back to an earlier one."""
+        from recctl.runs import promote
+
+        state: State = ctx.obj
+        promote(state.config.runs_dir, run_id)
+        state.out.emit({"promoted": run_id}, lambda c: c.print(f"promoted {run_id}"))

@@ -1,0 +1,48 @@
+"""Events out of the warehouse as polars frames: the one place models and evaluation read them from.
+
+The interaction frame has one row per item event: ``user_id`` (the customer, or ``session:<id>`` for an
+anonymous session), ``item_id``, ``event_type``, ``ts`` and the numeric context columns.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import duckdb
+import polars as pl
+
+INTERACTION_COLUMNS = (
+    "user_id", "item_id", "event_type", "ts", "session_id", "order_id", "value", "quantity", "price", "discount",
+)  # fmt: skip
+
+
+def load_interactions(
+    con: duckdb.DuckDBPyConnection, *, before: datetime | None = None, types: list[str] | None = None
+) -> pl.DataFrame:
+    """Item events, oldest first (ties in a stable order), optionally only before a time / of some types."""
+    where = ["item_id IS NOT NULL"]
+    params: list[object] = []
+    if before is not None:
+        where.append("ts < ?")
+        params.append(before)
+    if types:
+        where.append(f"event_type IN ({', '.join('?' for _ in types)})")
+        params.extend(types)
+    sql = (
+        "SELECT coalesce(user_id, 'session:' || session_id) AS user_id, item_id, event_type, ts, session_id, "
+        "order_id, value, quantity, price, discount FROM events "
+        f"WHERE {' AND '.join(where)} ORDER BY user_id, ts, event_key"
+    )
+    frame: pl.DataFrame = con.sql(sql, params=params).pl()
+    return frame
+
+
+def load_items(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """The catalog: every item in ``items`` plus items seen only in events (with empty attributes)."""
+    frame: pl.DataFrame = con.sql(
+        "SELECT i.item_id, i.title, i.brand, i.category, i.price, i.original_price, i.in_stock, i.created_at "
+        "FROM items i UNION ALL BY NAME "
+        "SELECT DISTINCT e.item_id FROM events e WHERE e.item_id IS NOT NULL "
+        "AND NOT EXISTS (SELECT 1 FROM items i WHERE i.item_id = e.item_id)"
+    ).pl()
+    return frame

@@ -1,0 +1,136 @@
+"""Run a protocol over models: fit each on the split's training view, rank the whole catalog, score.
+
+Every number carries the protocol that produced it (``settings`` and ``data`` in the result).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+
+from recctl.candidates.base import build
+from recctl.config import CandidateSpec, EvaluateConfig, RecctlConfig
+from recctl.evaluate import metrics as M
+from recctl.evaluate.splits import Split, from_frames, leave_one_out, temporal
+from recctl.seeds import derive_seed
+
+ACCURACY = ("recall", "precision", "ndcg", "mrr", "map", "hit")
+
+
+@dataclass(frozen=True)
+class Options:
+    protocol: str
+    variant: str
+    ks: list[int]
+    curve_ks: list[int]
+    filter_seen: bool
+    n_boot: int
+    seed: int
+
+    @classmethod
+    def from_config(cls, cfg: RecctlConfig, **override: Any) -> Options:
+        e: EvaluateConfig = cfg.evaluate
+        ks: list[int] = override.get("ks") or e.ks
+        return cls(
+            protocol=override.get("protocol") or e.protocol,
+            variant=override.get("variant") or e.variant,
+            ks=ks,
+            curve_ks=sorted(set(e.curve_ks) | set(ks)),
+            filter_seen=e.filter_seen,
+            n_boot=e.n_boot,
+            seed=cfg.seed,
+        )
+
+
+def baseline_specs(cfg: RecctlConfig) -> list[CandidateSpec]:
+    all_ = {
+        "popular": CandidateSpec(name="popular", kind="popular"),
+        "popular-recent": CandidateSpec(
+            name="popular-recent", kind="popular", params={"window_days": cfg.evaluate.recent_days}
+        ),
+        "random": CandidateSpec(name="random", kind="random"),
+    }
+    return [all_[b] for b in cfg.evaluate.baselines]
+
+
+def make_split(
+    events: pl.DataFrame, cfg: RecctlConfig, opts: Options, *, cutoff: str | None = None,
+    files: tuple[pl.DataFrame, pl.DataFrame] | None = None,
+) -> Split:  # fmt: skip
+    if opts.protocol == "temporal":
+        return temporal(
+            events,
+            cutoff or cfg.evaluate.cutoff,
+            target_events=cfg.evaluate.target_events,
+            variant=opts.variant,
+        )
+    if opts.protocol == "leave-one-out":
+        return leave_one_out(events)
+    assert files is not None, "the files protocol needs training and test frames"
+    return from_frames(*files, variant=opts.variant)
+
+
+def score_model(
+    spec: CandidateSpec, split: Split, opts: Options, *, popularity: pl.DataFrame, items: pl.DataFrame
+) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    gen = build(spec.kind, spec.name, spec.params)
+    gen.fit(split.train, seed=derive_seed(opts.seed, "evaluate", spec.name))
+    users = split.test["user_id"].unique()
+    exclude = split.seen() if opts.filter_seen else None
+    recs = gen.for_users(users, max(opts.curve_ks), exclude=exclude)
+    per_user = M.per_user_metrics(recs, split.test, opts.curve_ks)
+    means, ci = M.summarize(per_user, n_boot=opts.n_boot, seed=derive_seed(opts.seed, "bootstrap"))
+    beyond = M.beyond_accuracy(
+        recs, opts.ks, item_popularity=popularity, n_users_train=split.train["user_id"].n_unique(),
+        item_features=items.select("item_id", "category"),
+    )  # fmt: skip
+    metrics = {f"{m}@{k}": means[f"{m}@{k}"] for k in opts.ks for m in ACCURACY} | beyond
+    return {
+        "metrics": metrics,
+        "ci95": {k: list(v) for k, v in ci.items() if int(k.split("@")[1]) in opts.ks},
+        "curve": {m: {str(k): means[f"{m}@{k}"] for k in opts.curve_ks} for m in ("recall", "ndcg")},
+        "by_state": M.by_group(per_user, split.visitor_states()),
+        "pop_deciles": M.popularity_deciles(recs, opts.ks[0], popularity),
+        "wall_s": round(time.perf_counter() - t0, 3),
+    }
+
+
+def evaluate_specs(
+    split: Split, specs: list[CandidateSpec], opts: Options, *, items: pl.DataFrame, dataset: str
+) -> dict[str, Any]:
+    """The result document (what --json prints, the report draws and eval_runs stores)."""
+    popularity = (
+        items.select("item_id")
+        .join(
+            split.train.group_by("item_id").agg(count=pl.col("user_id").n_unique()), on="item_id", how="left"
+        )
+        .with_columns(pl.col("count").fill_null(0))
+    )
+    models = {s.name: score_model(s, split, opts, popularity=popularity, items=items) for s in specs}
+    return {
+        "protocol": split.protocol,
+        "variant": split.variant,
+        "dataset": dataset,
+        "created_at": datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds"),
+        "settings": {
+            "ks": opts.ks,
+            "curve_ks": opts.curve_ks,
+            "filter_seen": opts.filter_seen,
+            "n_boot": opts.n_boot,
+            "seed": opts.seed,
+            "ranking": "full catalog, no sampled negatives",
+            **(
+                {"cutoff": split.info["cutoff"], "target_events": split.info["target_events"]}
+                if split.protocol == "temporal"
+                else {}
+            ),
+        },
+        "data": {**split.info, "catalog_items": items.height},
+        "catalog_deciles": M.catalog_deciles(popularity),
+        "models": models,
+    }

@@ -1,0 +1,118 @@
+"""``recctl evaluate``: split, score the configured models and the baselines, store, report, gate."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from recctl import runs
+from recctl.config import CandidateSpec, RecctlConfig
+from recctl.data import load_interactions, load_items
+from recctl.errors import ConfigError, NotTrainedError
+from recctl.evaluate import gate as G
+from recctl.evaluate.runner import Options, baseline_specs, evaluate_specs, make_split
+from recctl.evaluate.splits import Split
+from recctl.warehouse import Warehouse
+from recctl.warehouse.migrations import migrate
+
+
+def _scratch_events(cfg: RecctlConfig, paths: list[Path], mapping: str | None) -> pl.DataFrame:
+    """Load files into an in-memory warehouse with the ingest engine (same validation, same mapping)."""
+    from recctl.ingest import ingest, resolve_mapping
+    from recctl.ingest.loader import FileResult
+
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    migrate(con)
+    wh = Warehouse(con, Path(":memory:"), read_only=False)
+    report = ingest(wh, cfg, "events", paths, mapping=resolve_mapping(cfg, "events", mapping))
+    failed: list[FileResult] = report.failed
+    if failed:
+        from recctl.errors import DataError
+
+        raise DataError(failed[0].message)
+    return load_interactions(con)
+
+
+def store(con: duckdb.DuckDBPyConnection, result: dict[str, Any]) -> str:
+    eval_id = f"{result['created_at'].replace(':', '').replace('-', '')}-{secrets.token_hex(2)}"
+    settings = json.dumps({"settings": result["settings"], "data": result["data"]}, default=str)
+    rows = []
+    for model, r in result["models"].items():
+        for metric, value in r["metrics"].items():
+            lo, hi = r["ci95"].get(metric, (None, None))
+            rows.append((eval_id, result["created_at"], result["dataset"], result["protocol"], result["variant"],
+                         model, metric, value, lo, hi, settings))  # fmt: skip
+    con.executemany("INSERT INTO eval_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    return eval_id
+
+
+def _gate(
+    cfg: RecctlConfig, split: Split, opts: Options, result: dict[str, Any], items: pl.DataFrame,
+    candidate: CandidateSpec,
+) -> G.GateResult:  # fmt: skip
+    metric = cfg.evaluate.gate_metric
+    if metric not in result["models"][candidate.name]["metrics"]:
+        raise ConfigError(f"gate metric {metric!r} is not computed (ks: {opts.ks})")
+    current = runs.promoted(cfg.runs_dir)
+    if current is None:
+        ref_spec = CandidateSpec(
+            name="popular-recent", kind="popular", params={"window_days": cfg.evaluate.recent_days}
+        )
+        ref_name = "popular-recent (no promoted run)"
+    else:
+        conf = json.loads((runs.run_path(cfg.runs_dir, current) / "config.json").read_text())
+        ref_spec = CandidateSpec.model_validate(conf["candidates"][0])
+        ref_name = f"promoted run {current} ({ref_spec.name})"
+    if ref_spec.name in result["models"] and current is None:
+        ref_value = result["models"][ref_spec.name]["metrics"][metric]
+    else:
+        ref = evaluate_specs(
+            split, [ref_spec.model_copy(update={"name": "_reference"})], opts, items=items, dataset=""
+        )
+        ref_value = ref["models"]["_reference"]["metrics"][metric]
+    cand_value = result["models"][candidate.name]["metrics"][metric]
+    return G.check(metric, (candidate.name, cand_value), (ref_name, ref_value), cfg.evaluate.gate_tolerance)
+
+
+def run_evaluate(
+    wh: Warehouse, cfg: RecctlConfig, *, protocol: str | None = None, variant: str | None = None,
+    ks: list[int] | None = None, cutoff: str | None = None, models: list[str] | None = None,
+    train_files: list[Path] | None = None, test_files: list[Path] | None = None, mapping: str | None = None,
+    dataset: str | None = None, gate: bool = False, candidates: list[CandidateSpec] | None = None,
+) -> tuple[dict[str, Any], G.GateResult | None]:  # fmt: skip
+    """Evaluate the configured candidates and the baselines under one protocol; store rows in eval_runs."""
+    opts = Options.from_config(cfg, protocol=protocol, variant=variant, ks=ks)
+    files = None
+    if opts.protocol == "files":
+        if not train_files or not test_files:
+            raise ConfigError("the files protocol needs --train FILE and --test FILE")
+        files = (_scratch_events(cfg, train_files, mapping), _scratch_events(cfg, test_files, mapping))
+        events = files[0]
+    else:
+        events = load_interactions(wh.con)
+    items = load_items(wh.con)
+    if files is not None:
+        extra = files[0].select("item_id").unique().join(items.select("item_id"), on="item_id", how="anti")
+        items = pl.concat([items, extra], how="diagonal_relaxed")
+    split = make_split(events, cfg, opts, cutoff=cutoff, files=files)
+    configured = candidates if candidates is not None else cfg.candidates
+    specs = [s for s in configured if not models or s.name in models]
+    specs += [b for b in baseline_specs(cfg) if not models or b.name in models]
+    if not specs:
+        raise ConfigError(f"no model named {', '.join(models or [])}")
+    result = evaluate_specs(split, specs, opts, items=items, dataset=dataset or wh.path.stem)
+    gate_result = None
+    if gate:
+        if not configured:
+            raise NotTrainedError("nothing to gate: no [[candidates]] configured")
+        gate_result = _gate(cfg, split, opts, result, items, configured[0])
+        result["gate"] = {"passed": gate_result.passed, "reason": gate_result.reason}
+    if not wh.read_only:
+        result["eval_id"] = store(wh.con, result)
+    return result, gate_result

@@ -1,0 +1,163 @@
+"""Evaluation: leakage-proof splits, the evaluate command, eval_runs, the gate, runs and train."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from recctl.candidates.base import build
+from recctl.evaluate.splits import leave_one_out, parse_cutoff, temporal
+from tests.conftest import ROOT, CliRunner, query
+
+
+def events(rows: list[tuple[str, str, str, datetime]]) -> pl.DataFrame:
+    return pl.DataFrame(
+        rows, schema={"user_id": pl.String, "item_id": pl.String, "event_type": pl.String, "ts": pl.Datetime("us")},
+        orient="row",
+    ).sort("user_id", "ts")  # fmt: skip
+
+
+T0 = datetime(2024, 1, 1)
+
+
+def test_temporal_split_cannot_see_the_future() -> None:
+    """A planted burst after the cutoff would make p9 the most popular item if training could see it."""
+    before = [(f"u{i}", "p1", "view", T0 + timedelta(days=i % 20)) for i in range(30)]
+    before += [(f"u{i}", "p2", "view", T0 + timedelta(days=i % 20)) for i in range(10)]
+    planted = [(f"u{i}", "p9", "purchase", T0 + timedelta(days=40, hours=i)) for i in range(200)]
+    split = temporal(events(before + planted), "2024-02-01", target_events=["purchase"])
+    assert split.train["ts"].max() < datetime(2024, 2, 1)  # type: ignore[operator]
+    assert "p9" not in split.train["item_id"].to_list()
+    gen = build("popular", "popular", {})
+    gen.fit(split.train, seed=0)
+    top = gen.for_users(pl.Series(["u0"]), 1)
+    assert top["item_id"].to_list() == ["p1"]
+    assert set(split.test["item_id"]) == {"p9"} and split.test.height == 200
+
+
+def test_temporal_variants_and_cutoff_parsing() -> None:
+    rows = [("u1", "p1", "purchase", T0), ("u1", "p1", "purchase", T0 + timedelta(days=30)),
+            ("u1", "p2", "purchase", T0 + timedelta(days=31)), ("u2", "p3", "view", T0 + timedelta(days=31))]  # fmt: skip
+    ev = events(rows)
+    all_ = temporal(ev, "1w", target_events=["purchase"])
+    assert sorted(all_.test.rows()) == [("u1", "p1"), ("u1", "p2")]
+    new = temporal(ev, "1w", target_events=["purchase"], variant="new-items")
+    assert new.test.rows() == [("u1", "p2")]  # p1 was bought before the cutoff
+    assert parse_cutoff("4w", datetime(2024, 3, 30, 15)) == datetime(2024, 3, 3)
+    assert parse_cutoff("last 10 days", datetime(2024, 3, 30, 15)) == datetime(2024, 3, 21)
+    states = dict(all_.visitor_states().rows())
+    assert states == {"u1": "buyer"}
+
+
+def test_leave_one_out_holds_out_the_last_and_validates_on_the_one_before() -> None:
+    rows = [("u1", f"p{i}", "view", T0 + timedelta(hours=i)) for i in range(5)] + [("u2", "p7", "view", T0)]
+    split = leave_one_out(events(rows))
+    assert split.test.rows() == [("u1", "p4")]  # u2 has one interaction: nothing to learn from
+    assert split.validation is not None and ("u1", "p3") in split.validation.rows()
+    assert "p4" not in split.train.filter(pl.col("user_id") == "u1")["item_id"].to_list()
+    assert split.valid_train is not None and "p3" not in split.valid_train["item_id"].to_list()
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample shop in a demo project (ingested once for the module)."""
+    from recctl.cli import run
+
+    work = tmp_path_factory.mktemp("shop")
+    assert run(["--quiet", "demo", "--data", str(ROOT / "sample_data"), "--workdir", str(work)]) == 0
+    return work
+
+
+def cfg_file(shop: Path, tmp_path: Path, candidates: str) -> Path:
+    f = tmp_path / "recctl.toml"
+    f.write_text(
+        f'runs_dir = "{tmp_path / "runs"}"\n[warehouse]\npath = "{shop / "recctl.duckdb"}"\n'
+        f"[evaluate]\nn_boot = 200\n{candidates}"
+    )
+    return f
+
+
+def test_evaluate_on_the_sample_shop(cli: CliRunner, shop: Path, tmp_path: Path) -> None:
+    f = cfg_file(shop, tmp_path, "")
+    r = cli("--json", "--config", f, "evaluate", "--report", tmp_path / "r.html")
+    assert r.code == 0, r.stderr
+    res = r.json
+    assert res["protocol"] == "temporal" and res["settings"]["filter_seen"] is True
+    assert set(res["models"]) == {"trending", "popular", "popular-recent", "random"}
+    pop, rnd = res["models"]["popular"]["metrics"], res["models"]["random"]["metrics"]
+    assert pop["ndcg@10"] > 3 * rnd["ndcg@10"]  # the planted popularity is real
+    lo, hi = res["models"]["popular"]["ci95"]["ndcg@10"]
+    assert lo <= pop["ndcg@10"] <= hi
+    assert set(res["models"]["popular"]["by_state"]) <= {"new", "returning", "buyer"}
+    stored = query(
+        shop / "recctl.duckdb",
+        f"SELECT count(DISTINCT model), count(*) FROM eval_runs WHERE eval_id = '{res['eval_id']}'",
+    )
+    assert stored[0][0] == 4 and stored[0][1] >= 4 * 12
+    html = (tmp_path / "r.html").read_text()
+    assert "popular-recent" in html and "http://" not in html and "https://" not in html
+
+
+def test_gate_fails_a_worse_candidate_with_exit_3(cli: CliRunner, shop: Path, tmp_path: Path) -> None:
+    bad = cfg_file(shop, tmp_path, '[[candidates]]\nname = "rand"\nkind = "random"\n')
+    r = cli("--config", bad, "evaluate", "--gate", "--models", "rand,popular-recent")
+    assert r.code == 3 and "gate fails: rand ndcg@10" in r.stderr
+    good = cfg_file(shop, tmp_path, '[[candidates]]\nname = "pop"\nkind = "popular"\n')
+    r = cli("--json", "--config", good, "evaluate", "--gate", "--models", "pop,popular-recent")
+    assert r.code == 0 and r.json["gate"]["passed"]
+
+
+def test_train_promotes_and_a_failed_gate_or_crash_leaves_the_promoted_run(
+    cli: CliRunner, shop: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = cfg_file(shop, tmp_path, '[[candidates]]\nname = "pop"\nkind = "popular"\n')
+    r = cli("--json", "--config", good, "train")
+    assert r.code == 0, r.stderr
+    first = r.json["run_id"]
+    runs = tmp_path / "runs"
+    assert (runs / "PROMOTED").read_text().strip() == first
+    assert json.loads((runs / first / "config.json").read_text())["candidates"][0]["kind"] == "popular"
+    assert (runs / first / "models" / "pop" / "ranking.parquet").exists()
+
+    bad = cfg_file(shop, tmp_path, '[[candidates]]\nname = "rand"\nkind = "random"\n')
+    r = cli("--config", bad, "train", "--gate")
+    assert r.code == 3 and "not promoted" in r.stderr
+    assert (runs / "PROMOTED").read_text().strip() == first
+    listed = cli("--json", "--config", bad, "runs", "list").json
+    assert [x["status"] for x in listed] == ["trained", "gate_failed"] and listed[0]["promoted"]
+
+    import recctl.train
+
+    def boom(*a: object, **k: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(recctl.train, "build", boom)
+    r = cli("--config", good, "train")
+    assert r.code == 1 and "disk full" in r.stderr
+    assert (runs / "PROMOTED").read_text().strip() == first
+    assert not [p for p in runs.iterdir() if p.name.startswith(".tmp-")]
+
+    second = listed[1]["run_id"]
+    assert cli("--config", good, "runs", "promote", second).code == 0
+    assert cli("--json", "--config", good, "runs", "show", second).json["promoted"] is True
+    assert cli("--config", good, "runs", "show", "nope").code == 2
+
+
+def test_files_protocol(cli: CliRunner, tmp_path: Path) -> None:
+    train = tmp_path / "train.csv"
+    test = tmp_path / "test.csv"
+    rows = "".join(f"2024-01-0{1 + i % 5}T00:00:00Z,u{i},p{i % 3},rating\n" for i in range(30))
+    train.write_text("ts,user_id,item_id,event_type\n" + rows)
+    test.write_text(
+        "ts,user_id,item_id,event_type\n2024-02-01T00:00:00Z,u1,p0,rating\n2024-02-01T00:00:00Z,u2,p7,rating\n"
+    )
+    r = cli("--json", "--warehouse", tmp_path / "w.duckdb", "evaluate", "--protocol", "files",
+            "--train", train, "--test", test, "--models", "popular", "--k", "1,2")  # fmt: skip
+    assert r.code == 0, r.stderr
+    m = r.json["models"]["popular"]["metrics"]
+    # u1 saw p1 (filtered); popular ranks p0 first for u1 → hit; u2 never gets p7 (not in training)
+    assert m["recall@1"] == pytest.approx(0.5) and r.json["data"]["test_users"] == 2
