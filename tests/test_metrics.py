@@ -369,6 +369,10 @@ def test_top1pct_ties_broken_by_item_id() -> None:
     # 200 items -> top 1% = 2 items: a (10), then b before c (tie at 9). Hits: a, b of 3 recs.
     assert out["top1pct_share@2"] == pytest.approx(2 / 3)
     assert out["coverage@2"] == pytest.approx(3 / 200)
+    # 150 items -> floor(1.5) = 1 item (a): only u1's a counts.
+    counts150 = {f"z{j:03d}": 0 for j in range(147)} | {"a": 10, "c": 9, "b": 9}
+    out = beyond_accuracy(recs, [2], item_popularity=_popularity(counts150), n_users_train=100)
+    assert out["top1pct_share@2"] == pytest.approx(1 / 3)
 
 
 def test_beyond_accuracy_without_recs() -> None:

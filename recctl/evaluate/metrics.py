@@ -72,7 +72,7 @@ def _best_ranks(recs: pl.DataFrame, k_max: int) -> pl.DataFrame:
         )
         .filter(pl.col("rank") <= k_max)
         .group_by("user_id", "item_id")
-        .agg(pl.col("rank").max())
+        .agg(pl.col("rank").min())
         .collect()
     )
     if df.select(pl.struct("user_id", "rank").is_duplicated().any()).item():
