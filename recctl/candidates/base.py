@@ -73,8 +73,19 @@ def build(kind: str, name: str, params: dict[str, Any]) -> CandidateGenerator:
 
 
 def _load_builtin() -> None:
-    # importing the modules registers their kinds
-    from recctl.candidates import popular, uniform  # noqa: F401
+    """Import every module of this package once: importing a module registers its kinds.
+
+    Modules are imported by name only when asked for (heavy ones import torch or scikit-learn inside
+    their functions, not at module level), so `recctl recommend` stays fast.
+    """
+    import importlib
+    import pkgutil
+
+    import recctl.candidates as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name != "base" and not info.name.startswith("_"):
+            importlib.import_module(f"recctl.candidates.{info.name}")
 
 
 def rank_top(scored: pl.DataFrame, n: int, exclude: pl.DataFrame | None) -> pl.DataFrame:
