@@ -40,7 +40,8 @@ def load_interactions(
 def load_items(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """The catalog: every item in ``items`` plus items seen only in events (with empty attributes)."""
     frame: pl.DataFrame = con.sql(
-        "SELECT i.item_id, i.title, i.brand, i.category, i.price, i.original_price, i.in_stock, i.created_at "
+        "SELECT i.item_id, i.title, i.description, i.brand, i.category, i.price, i.original_price, i.gender, "
+        "CAST(i.attributes AS VARCHAR) AS attributes, i.in_stock, i.created_at, i.rating, i.review_count, i.likes "
         "FROM items i UNION ALL BY NAME "
         "SELECT DISTINCT e.item_id FROM events e WHERE e.item_id IS NOT NULL "
         "AND NOT EXISTS (SELECT 1 FROM items i WHERE i.item_id = e.item_id)"

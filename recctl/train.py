@@ -14,7 +14,7 @@ from typing import Any
 from recctl import __version__, runs
 from recctl.candidates.base import build
 from recctl.config import RecctlConfig
-from recctl.data import load_interactions
+from recctl.data import load_interactions, load_items
 from recctl.errors import DataError, GateFailedError
 from recctl.evaluate.service import run_evaluate
 from recctl.seeds import derive_seed
@@ -28,6 +28,7 @@ def run_train(
     if not specs:
         raise DataError("no candidate generators to train: check [[candidates]] or --candidates")
     events = load_interactions(wh.con)
+    catalog = load_items(wh.con)
     if events.height == 0:
         raise DataError(
             "the warehouse has no item events to train on", hint="run `recctl ingest events` first"
@@ -43,7 +44,7 @@ def run_train(
         for spec in specs:
             t0 = time.perf_counter()
             gen = build(spec.kind, spec.name, spec.params)
-            gen.fit(events, seed=derive_seed(cfg.seed, "train", spec.name))
+            gen.fit(events, seed=derive_seed(cfg.seed, "train", spec.name), items=catalog)
             gen.save(staging / "models" / spec.name)
             models[spec.name] = {"kind": spec.kind, "fit_s": round(time.perf_counter() - t0, 3)}
         meta: dict[str, Any] = {

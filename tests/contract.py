@@ -41,13 +41,32 @@ def tiny_shop() -> pl.DataFrame:
     ).sort("user_id", "ts")  # fmt: skip
 
 
+def tiny_catalog() -> pl.DataFrame:
+    """The catalog of ``tiny_shop``: two brands / categories, prices, text (and one item never seen)."""
+    ids = ["p0", "a", "b", "c", "x", "y", "z", "new"]
+    brand = ["Acme", "Acme", "Acme", "Acme", "Zeta", "Zeta", "Zeta", "Acme"]
+    cat = ["Basics", "Women > Shoes", "Women > Shoes", "Women > Bags", "Men > Shoes", "Men > Shoes",
+           "Men > Bags", "Women > Shoes"]  # fmt: skip
+    return pl.DataFrame(
+        {
+            "item_id": ids, "title": [f"{b} {c.split(' > ')[-1].lower()} {i}" for i, b, c in zip(ids, brand, cat, strict=True)],
+            "description": [f"{c} by {b}" for b, c in zip(brand, cat, strict=True)], "brand": brand, "category": cat,
+            "price": [10.0, 50, 55, 80, 120, 130, 200, 52], "original_price": [10.0, 60, 55, 80, 120, 150, 200, 52],
+            "gender": ["unisex", "women", "women", "women", "men", "men", "men", "women"],
+            "attributes": ['{"color": "black"}'] * 8, "in_stock": [True] * 8, "created_at": [None] * 8,
+            "rating": [None] * 8, "review_count": [None] * 8, "likes": [None] * 8,
+        },
+        schema_overrides={"created_at": pl.Datetime("us"), "rating": pl.Float64, "review_count": pl.Int64, "likes": pl.Int64},
+    )  # fmt: skip
+
+
 class GeneratorContract:
     kind: ClassVar[str]
     params: ClassVar[dict[str, Any]] = {}
 
     def fitted(self, seed: int = 7) -> CandidateGenerator:
         gen = build(self.kind, f"test-{self.kind}", self.params)
-        gen.fit(tiny_shop(), seed=seed)
+        gen.fit(tiny_shop(), seed=seed, items=tiny_catalog())
         return gen
 
     def test_is_a_generator(self) -> None:

@@ -1,6 +1,8 @@
 """The one small protocol every candidate generator follows, and the registry of kinds.
 
-A generator is fitted on a training frame of interactions (``recctl.data.load_interactions``) and then
+A generator is fitted on a training frame of interactions (``recctl.data.load_interactions``) and, when
+it wants it, the catalog (``recctl.data.load_items``: item_id, title, description, brand, category, price,
+original_price, gender, attributes (JSON text), in_stock, created_at, rating, review_count, likes), and then
 proposes, for each requested user, up to ``n`` items with a score and a 1-based rank, never an item in
 ``exclude`` for that user. It saves itself as plain data (parquet / JSON / state dicts) into a folder.
 """
@@ -30,7 +32,7 @@ class CandidateGenerator(Protocol):
     kind: str
     name: str
 
-    def fit(self, train: pl.DataFrame, *, seed: int) -> None: ...
+    def fit(self, train: pl.DataFrame, *, seed: int, items: pl.DataFrame | None = None) -> None: ...
 
     def for_users(self, users: pl.Series, n: int, *, exclude: pl.DataFrame | None = None) -> pl.DataFrame: ...
 

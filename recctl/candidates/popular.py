@@ -33,7 +33,7 @@ class Popular:
         self.params = params
         self.ranking = pl.DataFrame(schema={"item_id": pl.String, "score": pl.Float64})
 
-    def fit(self, train: pl.DataFrame, *, seed: int) -> None:
+    def fit(self, train: pl.DataFrame, *, seed: int, items: pl.DataFrame | None = None) -> None:
         df = train
         if self.params.event_types:
             df = df.filter(pl.col("event_type").is_in(self.params.event_types))

@@ -27,7 +27,7 @@ class Random:
         self.items = pl.Series("item_id", [], dtype=pl.String)
         self.seed = 0
 
-    def fit(self, train: pl.DataFrame, *, seed: int) -> None:
+    def fit(self, train: pl.DataFrame, *, seed: int, items: pl.DataFrame | None = None) -> None:
         self.items = train["item_id"].unique().sort()
         self.seed = seed
 

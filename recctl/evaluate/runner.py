@@ -79,7 +79,7 @@ def score_model(
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     gen = build(spec.kind, spec.name, spec.params)
-    gen.fit(split.train, seed=derive_seed(opts.seed, "evaluate", spec.name))
+    gen.fit(split.train, seed=derive_seed(opts.seed, "evaluate", spec.name), items=items)
     users = split.test["user_id"].unique()
     exclude = split.seen() if opts.filter_seen else None
     recs = gen.for_users(users, max(opts.curve_ks), exclude=exclude)
