@@ -55,7 +55,7 @@ class Popular:
             age_days = (pl.lit(end) - pl.col("ts")).dt.total_seconds() / 86400.0
             weight = weight * (0.5 ** (age_days / p.half_life_days))
         if p.window_days > 0:
-            df = df.filter(pl.col("ts") > pl.lit(end) - timedelta(days=p.window_days))  # type: ignore[operator]
+            df = df.filter(pl.col("ts") > pl.lit(end) - timedelta(days=p.window_days))
         strongest = df.group_by("user_id", "item_id").agg(w=weight.max())
         return strongest.group_by("item_id").agg(score=pl.col("w").sum())
 
