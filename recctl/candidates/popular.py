@@ -57,7 +57,8 @@ class Popular:
         if p.window_days > 0:
             df = df.filter(pl.col("ts") > pl.lit(end) - timedelta(days=p.window_days))
         strongest = df.group_by("user_id", "item_id").agg(w=weight.max())
-        return strongest.group_by("item_id").agg(score=pl.col("w").sum())
+        # rounded: a float sum's last bits depend on the (threaded) summation order
+        return strongest.group_by("item_id").agg(score=pl.col("w").sum().round(9))
 
     def fit(self, train: pl.DataFrame, *, seed: int, items: pl.DataFrame | None = None) -> None:
         df = train
@@ -93,7 +94,7 @@ class Popular:
                 u.join(self.user_categories, on="user_id")
                 .join(per_cat, on="category")
                 .group_by("user_id", "item_id")
-                .agg(score=(pl.col("share") * pl.col("score")).sum() + 1e9)
+                .agg(score=((pl.col("share") * pl.col("score")).sum() + 1e9).round(6))
             )
             glob = u.join(top, how="cross")
             scored = pl.concat([cat_scored, glob]).group_by("user_id", "item_id").agg(pl.col("score").max())
