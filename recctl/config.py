@@ -94,6 +94,7 @@ class EvaluateConfig(Strict):
     ks: list[int] = Field(default_factory=lambda: [10, 20])
     curve_ks: list[int] = Field(default_factory=lambda: [1, 5, 10, 20, 50])
     n_boot: int = Field(1000, ge=0)
+    candidate_ns: list[int] = Field(default_factory=list)
     baselines: list[Baseline] = Field(default_factory=lambda: list(BASELINES))
     recent_days: float = Field(7.0, gt=0)
     gate_metric: str = "ndcg@10"

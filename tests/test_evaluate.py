@@ -161,3 +161,22 @@ def test_files_protocol(cli: CliRunner, tmp_path: Path) -> None:
     m = r.json["models"]["popular"]["metrics"]
     # u1 saw p1 (filtered); popular ranks p0 first for u1 → hit; u2 never gets p7 (not in training)
     assert m["recall@1"] == pytest.approx(0.5) and r.json["data"]["test_users"] == 2
+
+
+def test_stage_one_candidate_recall(cli: CliRunner, shop: Path, tmp_path: Path) -> None:
+    f = cfg_file(shop, tmp_path, "")
+    r = cli("--json", "--config", f, "evaluate", "--models", "popular,random", "--candidate-n", "50,200")
+    assert r.code == 0, r.stderr
+    res = r.json
+    pop = res["models"]["popular"]["candidate_recall"]
+    assert 0 < pop["recall@50"] <= pop["recall@200"] <= 1
+    union = res["candidate_union_recall"]
+    # the union finds at least what each generator finds, and no more than both together
+    for n in ("recall@50", "recall@200"):
+        parts = [res["models"][m]["candidate_recall"][n] for m in ("popular", "random")]
+        assert max(parts) <= union[n] <= sum(parts) + 1e-12
+    # the ranking metrics are not affected by the longer candidate lists
+    plain = cli("--json", "--config", f, "evaluate", "--models", "popular").json
+    assert plain["models"]["popular"]["metrics"] == pytest.approx(
+        res["models"]["popular"]["metrics"], rel=1e-12
+    )

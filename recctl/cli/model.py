@@ -46,6 +46,14 @@ def render_evaluation(result: dict[str, Any], c: Console) -> None:
             cells.append(f"{v:.4f}" + (f" [dim]±{(lo_hi[1] - lo_hi[0]) / 2:.4f}[/]" if lo_hi else ""))
         t.add_row(name, *cells)
     c.print(t)
+    if "candidate_union_recall" in result:
+        per_model = ", ".join(
+            f"{name} {' / '.join(f'{v:.3f}' for v in r['candidate_recall'].values())}"
+            for name, r in result["models"].items()
+        )
+        union = " / ".join(f"{v:.3f}" for v in result["candidate_union_recall"].values())
+        ns = " / ".join(result["candidate_union_recall"])
+        c.print(f"stage-1 candidate {ns}: {per_model}; union {union}")
     if "gate" in result:
         c.print(("[green]" if result["gate"]["passed"] else "[bold red]") + result["gate"]["reason"] + "[/]")
 
@@ -76,6 +84,9 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option("--mapping", help="files protocol: the files' mapping")
         ] = None,
         dataset: Annotated[str | None, typer.Option("--dataset", help="label for the results")] = None,
+        candidate_n: Annotated[
+            str | None, typer.Option("--candidate-n", help="stage-1 candidate recall@N, e.g. 100,300")
+        ] = None,
         report: Annotated[
             Path | None, typer.Option("--report", help="write a self-contained HTML report")
         ] = None,
@@ -104,6 +115,7 @@ def register(app: typer.Typer) -> None:
                 wh, cfg, protocol=protocol, variant=variant, ks=_ks(k), cutoff=cutoff,
                 models=[m.strip() for m in models.split(",")] if models else None,
                 train_files=train, test_files=test, mapping=mapping, dataset=dataset, gate=gate,
+                candidate_ns=_ks(candidate_n),
             )  # fmt: skip
         if report is not None:
             from recctl.evaluate.report import write_report

@@ -30,6 +30,7 @@ class Options:
     filter_seen: bool
     n_boot: int
     seed: int
+    candidate_ns: tuple[int, ...] = ()  # stage-1 candidate recall@N (e.g. 100, 300)
 
     @classmethod
     def from_config(cls, cfg: RecctlConfig, **override: Any) -> Options:
@@ -43,6 +44,7 @@ class Options:
             filter_seen=e.filter_seen,
             n_boot=e.n_boot,
             seed=cfg.seed,
+            candidate_ns=tuple(override.get("candidate_ns") or e.candidate_ns),
         )
 
 
@@ -82,7 +84,9 @@ def score_model(
     gen.fit(split.train, seed=derive_seed(opts.seed, "evaluate", spec.name), items=items)
     users = split.test["user_id"].unique()
     exclude = split.seen() if opts.filter_seen else None
-    recs = gen.for_users(users, max(opts.curve_ks), exclude=exclude)
+    recs = gen.for_users(users, max([*opts.curve_ks, *opts.candidate_ns]), exclude=exclude)
+    hits = recs.join(split.test, on=["user_id", "item_id"], how="semi").select("user_id", "item_id", "rank")
+    recs = recs.filter(pl.col("rank") <= max(opts.curve_ks))
     per_user = M.per_user_metrics(recs, split.test, opts.curve_ks)
     means, ci = M.summarize(per_user, n_boot=opts.n_boot, seed=derive_seed(opts.seed, "bootstrap"))
     beyond = M.beyond_accuracy(
@@ -96,8 +100,23 @@ def score_model(
         "curve": {m: {str(k): means[f"{m}@{k}"] for k in opts.curve_ks} for m in ("recall", "ndcg")},
         "by_state": M.by_group(per_user, split.visitor_states()),
         "pop_deciles": M.popularity_deciles(recs, opts.ks[0], popularity),
+        "candidate_recall": {
+            f"recall@{n}": _recall(hits.filter(pl.col("rank") <= n), split.test) for n in opts.candidate_ns
+        },
         "wall_s": round(time.perf_counter() - t0, 3),
+        "_hits": hits,
     }
+
+
+def _recall(hits: pl.DataFrame, test: pl.DataFrame) -> float:
+    """Mean over test users of the share of their targets among ``hits`` (their hit pairs)."""
+    per_user = (
+        test.group_by("user_id")
+        .len("n")
+        .join(hits.unique(["user_id", "item_id"]).group_by("user_id").len("h"), on="user_id", how="left")
+    )
+    share = (per_user["h"].fill_null(0) / per_user["n"]).to_numpy()
+    return float(share.mean()) if len(share) else 0.0
 
 
 def evaluate_specs(
@@ -112,6 +131,11 @@ def evaluate_specs(
         .with_columns(pl.col("count").fill_null(0))
     )
     models = {s.name: score_model(s, split, opts, popularity=popularity, items=items) for s in specs}
+    hits = [m.pop("_hits") for m in models.values()]
+    union = {
+        f"recall@{n}": _recall(pl.concat([h.filter(pl.col("rank") <= n) for h in hits]), split.test)
+        for n in opts.candidate_ns
+    }
     return {
         "protocol": split.protocol,
         "variant": split.variant,
@@ -133,4 +157,5 @@ def evaluate_specs(
         "data": {**split.info, "catalog_items": items.height},
         "catalog_deciles": M.catalog_deciles(popularity),
         "models": models,
+        **({"candidate_union_recall": union} if union else {}),
     }

@@ -85,9 +85,10 @@ def run_evaluate(
     ks: list[int] | None = None, cutoff: str | None = None, models: list[str] | None = None,
     train_files: list[Path] | None = None, test_files: list[Path] | None = None, mapping: str | None = None,
     dataset: str | None = None, gate: bool = False, candidates: list[CandidateSpec] | None = None,
+    candidate_ns: list[int] | None = None,
 ) -> tuple[dict[str, Any], G.GateResult | None]:  # fmt: skip
     """Evaluate the configured candidates and the baselines under one protocol; store rows in eval_runs."""
-    opts = Options.from_config(cfg, protocol=protocol, variant=variant, ks=ks)
+    opts = Options.from_config(cfg, protocol=protocol, variant=variant, ks=ks, candidate_ns=candidate_ns)
     files = None
     if opts.protocol == "files":
         if not train_files or not test_files:
