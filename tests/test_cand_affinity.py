@@ -70,7 +70,7 @@ def test_a_loyal_buyer_in_a_price_range_gets_that_brand_in_that_range_first() ->
     assert recs[2] == "A7"  # Acme at 130: inside the ±100 band, but far from 50
     assert "A6" not in recs  # Acme at 250: outside the band
     prof = gen.profiles().filter(pl.col("user_id") == "loyal").row(0, named=True)
-    assert prof["brands"] == [{"name": "Acme", "share": 1.0}] and prof["centre"] == 50.0
+    assert prof["brands"] == [{"name": "Acme", "share": 1.0, "affinity": 1.0}] and prof["centre"] == 50.0
     assert (prof["low"], prof["high"]) == (0.0, 150.0)
     narrow: Any = build("affinity", "a", {"w_popularity": 0.5, "price_band_abs": 0.0, "price_band_rel": 0.2})
     narrow.fit(events, seed=0, items=items)

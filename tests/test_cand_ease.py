@@ -119,3 +119,11 @@ def test_batched_scoring_equals_one_batch(monkeypatch: pytest.MonkeyPatch) -> No
     batched = gen.for_users(users, 5, exclude=exclude)
     assert batched.equals(whole) and whole["user_id"].n_unique() == 50
     assert batched.join(exclude, on=["user_id", "item_id"], how="semi").height == 0
+
+
+def test_half_life_decays_older_events() -> None:
+    df = frame([("u1", "a"), ("u1", "b"), ("u2", "a")]).with_columns(
+        ts=pl.Series([datetime(2024, 1, 1), datetime(2024, 1, 3), datetime(2024, 1, 5)])
+    )
+    _, _, x = ease.interaction_matrix(df, {}, 1.0, half_life_days=2.0)
+    assert x.toarray().tolist() == [[0.25, 0.5], [1.0, 0.0]]  # 4 and 2 days before the last event

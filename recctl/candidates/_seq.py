@@ -255,9 +255,10 @@ def train(full: IntMatrix, older: IntMatrix, spec: NetSpec, tr: TrainSpec, seed:
     """Fit on ``full`` (U, max_len + 2): each row a user's last items, left-padded, and ``older``
     (rows, max_len + 1): windows of the users' earlier items, trained on in every epoch.
 
-    Early stopping: every row's last item is the validation target (rows with an item before it), the
-    model trains on the rows without it and is scored by full-ranking NDCG@10 every ``eval_every``
-    epochs; the best weights are kept, then trained ``final_epochs`` more epochs on the full rows.
+    Early stopping: the last item of ``val_users`` sampled rows (of those with an item before it; 0 = all)
+    is the validation target; those rows train without it, the others whole, and the model is scored by
+    full-ranking NDCG@10 every ``eval_every`` epochs; the best weights are kept, then trained
+    ``final_epochs`` more epochs on every whole row.
     """
     with threads(tr.threads):
         return _train(full, older, spec, tr, seed)

@@ -78,7 +78,8 @@ def popularity(ev: pl.DataFrame) -> pl.DataFrame:
         .group_by("item_id")
         .agg(pop=pl.col("recency").sum().log1p())
     )
-    return pop.with_columns(pl.col("pop") / pl.col("pop").max().clip(lower_bound=1e-12))
+    # rounded: float sums in any order (parallel group-bys) then give the same ranking
+    return pop.with_columns((pl.col("pop") / pl.col("pop").max().clip(lower_bound=1e-12)).round(12))
 
 
 def holdout(
@@ -266,7 +267,7 @@ class Content:
         if self.params.log_counts:
             ui = ui.with_columns(pl.col("w").log1p())
         users = ui.select("user_id").unique().sort("user_id")
-        ui = ui.join(users.with_row_index("u"), on="user_id")
+        ui = ui.join(users.with_row_index("u"), on="user_id").sort("u", "i")  # a fixed summation order
         shape = (users.height, self.items.height)
         W = sp.csr_matrix((ui["w"].to_numpy(), (ui["u"].to_numpy(), ui["i"].to_numpy())), shape=shape)
         return users, normalize((W @ self.X).astype(np.float32)).tocsr()

@@ -43,6 +43,8 @@ class WeightedParams(Params):
 
     event_weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
     other_weight: float = Field(1.0, ge=0)  # event types not in event_weights; 0 drops them
+    half_life_days: float = Field(0.0, ge=0)  # > 0: an event's weight halves every so many days before
+    # the last training event (recency); 0 = no decay
 
 
 class EASEParams(WeightedParams):
@@ -56,12 +58,15 @@ class EASEParams(WeightedParams):
 
 
 def interaction_matrix(
-    train: pl.DataFrame, weights: dict[str, float], other_weight: float
+    train: pl.DataFrame, weights: dict[str, float], other_weight: float, half_life_days: float = 0.0
 ) -> tuple[pl.Series, pl.Series, sp.csr_matrix]:
     """(user ids, item ids, users × items CSR float32 of summed event weights), ids sorted."""
     import scipy.sparse as sp
 
     w = pl.col("event_type").replace_strict(weights, default=other_weight, return_dtype=pl.Float64)
+    if half_life_days > 0 and train.height:
+        age_days = (pl.col("ts").max() - pl.col("ts")).dt.total_seconds(fractional=True) / 86_400.0
+        w = w * (0.5 ** (age_days / half_life_days))
     cells = (
         train.select("user_id", "item_id", w=w)
         .filter(pl.col("w") > 0)
@@ -251,7 +256,7 @@ class EASE:
 
     def fit(self, train: pl.DataFrame, *, seed: int, items: pl.DataFrame | None = None) -> None:
         p = self.params
-        users, item_ids, x = interaction_matrix(train, p.event_weights, p.other_weight)
+        users, item_ids, x = interaction_matrix(train, p.event_weights, p.other_weight, p.half_life_days)
         if p.binarize:
             x.data[:] = 1.0
         if p.top_items and x.shape[1] > p.top_items:

@@ -2,14 +2,16 @@
 
 The recipe is "SASRec+" (Klenitskiy & Vasilev, RecSys 2023): the transformer of Kang & McAuley (2018)
 over each user's last ``max_len`` items, trained at every position with cross-entropy over the whole
-catalog instead of one sampled negative. Early stopping inside ``fit``: each user's last training item is
-held out as a validation target and scored by full-ranking NDCG@10 (items of the sequence filtered)
-every ``eval_every`` epochs; the best weights are kept and then trained ``final_epochs`` more epochs on
-the complete sequences, so the most recent transition of every user is learned too.
+catalog instead of one sampled negative. Early stopping inside ``fit``: for a seeded sample of
+``val_users`` users (0 = all), the last training item is held out as the validation target and scored by
+full-ranking NDCG@10 (the items of the sequence filtered) every ``eval_every`` epochs, while the other
+users train on all their items; the best weights are kept and then trained ``final_epochs`` more epochs on
+every complete sequence, so the held-out transitions are learned too. Longer histories are cut into
+windows of ``max_len`` items (all of them train, the newest is what the model reads when it recommends).
 
 ``for_users`` ranks the next item after a user's training history; ``for_items`` after the one-item
 sequence [item]; ``for_sequences`` after an anonymous session's items (serving). Saved as a torch state
-dict, the vocabulary and histories as parquet, and the params and training log as JSON.
+dict, the vocabulary and histories as parquet, and the params and training log as JSON (no pickle).
 """
 
 from __future__ import annotations
@@ -33,13 +35,13 @@ class SASRecParams(Params):
     layers: int = Field(2, ge=1)
     heads: int = Field(1, ge=1)
     dropout: float = Field(0.3, ge=0.0, lt=1.0)
-    lr: float = Field(1e-3, gt=0.0)
+    lr: float = Field(2e-3, gt=0.0)
     weight_decay: float = Field(0.0, ge=0.0)
     batch_size: int = Field(128, ge=1)  # users (sequences) per step
     epochs: int = Field(60, ge=1)  # at most, before early stopping
-    patience: int = Field(4, ge=1)  # evaluations without a better validation NDCG@10 before stopping
+    patience: int = Field(3, ge=1)  # evaluations without a better validation NDCG@10 before stopping
     eval_every: int = Field(1, ge=1)
-    val_users: int = Field(0, ge=0)  # users whose last item is the validation target (a sample); 0 = all
+    val_users: int = Field(3000, ge=0)  # a sample of users whose last item is held out; 0 = all users
     final_epochs: int = Field(1, ge=0)  # epochs on the full sequences after restoring the best weights
     positions: Literal["start", "end"] = "start"  # position 0 = the window's oldest item, or newest = last
     bf16: bool = True  # the catalog-wide softmax's products in bfloat16 (when the CPU has it; ~1.6x faster)
