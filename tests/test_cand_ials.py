@@ -78,7 +78,8 @@ def shop(groups: int = 2, users: int = 12, items: int = 8, per_user: int = 4) ->
 
 
 def test_loss_decreases_over_iterations() -> None:
-    gen: Any = build("ials", "i", {"factors": 3, "iterations": 12, "alpha": 5.0, "track_loss": True})
+    params = {"factors": 3, "iterations": 12, "alpha": 5.0, "regularization": 0.5, "track_loss": True}
+    gen: Any = build("ials", "i", params)
     gen.fit(shop(), seed=1)
     losses = np.array(gen.loss_history)
     assert len(losses) == 12

@@ -38,7 +38,7 @@ BLOCK_CELLS = 16_000_000  # gathered factor cells (nonzeros × factors) per CG b
 
 class IALSParams(WeightedParams):
     factors: int = Field(64, ge=1)
-    regularization: float = Field(1.0, ge=0)  # λ
+    regularization: float = Field(100.0, ge=0)  # λ (sums over all cells: scale with the data)
     alpha: float = Field(10.0, ge=0)  # confidence = 1 + alpha · r
     scaling: Literal["linear", "log"] = "linear"  # r or log(1 + r) in the confidence
     iterations: int = Field(15, ge=0)
@@ -168,7 +168,7 @@ class IALS:
 
     def fit(self, train: pl.DataFrame, *, seed: int, items: pl.DataFrame | None = None) -> None:
         p = self.params
-        users, item_ids, x = interaction_matrix(train, p.event_weights, p.other_weight)
+        users, item_ids, x = interaction_matrix(train, p.event_weights, p.other_weight, p.half_life_days)
         cm1 = confidence(x.data, p.alpha, p.scaling)
         xt = x.T.tocsr()  # items × users; its data order differs, so recompute c − 1 for it
         cm1_t = confidence(xt.data, p.alpha, p.scaling)
