@@ -6,7 +6,8 @@ Usage (from anywhere; paths are relative to the repository root)::
     .venv/bin/python benchmarks/quality.py                             # everything (`make bench-quality`)
     .venv/bin/python benchmarks/quality.py --datasets ml-100k          # refresh a subset …
     .venv/bin/python benchmarks/quality.py --models popular,random     # … or some models only
-    .venv/bin/python benchmarks/quality.py --config my.toml            # also its [[candidates]]
+    .venv/bin/python benchmarks/quality.py --config my.toml            # its [[candidates]] on every dataset
+    .venv/bin/python benchmarks/quality.py --baselines-only            # no generators (about 1½ min)
     .venv/bin/python benchmarks/quality.py --n-boot 100 --out /tmp/q.json --cli-out /tmp/c.json   # quick look
 
 Datasets are read from ``../shared/datasets`` (relative to the repository root) or ``$RECCTL_DATASETS``;
@@ -23,8 +24,11 @@ Amazon ids overlap, so Beauty and Sports never share one), filled with ``recctl 
   ``all`` and ``new-items``.
 
 K = 10 and 20, full ranking over the catalog, bootstrap CIs over users (1000 resamples). Every model
-``run_evaluate`` returns is recorded: the baselines (popular, popular-recent, random) and the candidates of
-``--config`` (none by default).
+``run_evaluate`` returns is recorded: the baselines (popular, popular-recent, random) and the candidate
+generators of ``benchmarks/generators/<dataset>.toml`` (each dataset's ``[[candidates]]``: every generator
+kind of recctl with the parameters that dataset calls for; ``--config FILE`` puts one file's candidates on
+every dataset instead). On Complete Journey and Amazon Beauty, stage-1 candidate recall@100 and @300 of each
+model and of the union of all but ``random`` are recorded as well (``candidate_recall``, ``stage1_union``).
 
 ``wall_s`` is the model's own evaluation time (the result's ``wall_s``: fit + recommend + metrics);
 ``eval_wall_s`` is the whole ``run_evaluate`` call (loading the events, the split, all models, storing),
@@ -38,9 +42,12 @@ with the same (dataset, protocol, variant, model); the others stay. When Complet
 is timed as well: ``recctl --warehouse W --json evaluate --models popular,popular-recent,random`` (the
 project's config, temporal 4w), written to ``benchmarks/results/quality_cli.json``.
 
-Exits 0 when the targets are met, 1 when one is missed (CLI evaluation on Complete Journey >= 120 s, or
-the merged file lacks a baseline on one of the four datasets; the JSON is written first), 2 when a run is
-wrong (an ingest or an evaluation failed, or a result is empty); nothing is written then.
+Exits 0 when the targets are met, 1 when one is missed (the JSON is written first): CLI evaluation on
+Complete Journey >= 120 s; the merged file lacks a baseline on one of the four datasets; and, for the
+generators run: the best single generator on Amazon Beauty below recall@10 0.090 / ndcg@10 0.055 or on
+Sports below 0.052 / 0.031, SASRec's fit on Beauty over 20 minutes, another generator's fit on Complete
+Journey over 2 minutes. 2 when a run is wrong (an ingest or an evaluation failed, or a result is empty);
+nothing is written then.
 """
 
 from __future__ import annotations
@@ -69,12 +76,17 @@ WORK = ROOT / "benchmarks" / "work" / "quality"
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "quality.json"
 DEFAULT_CLI_OUT = ROOT / "benchmarks" / "results" / "quality_cli.json"
 MAPPINGS = ROOT / "configs" / "mappings"
+GENERATORS = ROOT / "benchmarks" / "generators"
 
 KS = [10, 20]
 N_BOOT = 1000
 BASELINES = ["popular", "popular-recent", "random"]
 RECENT_DAYS = 7.0
 TARGET_CLI_S = 120.0
+CANDIDATE_NS = [100, 300]
+# issue 4: the best single generator, leave-one-out, full ranking, seen filtered (recall@10, ndcg@10)
+TARGET_BEST = {"amazon-beauty": (0.090, 0.055), "amazon-sports": (0.052, 0.031)}
+TARGET_FIT_S = {("amazon-beauty", "sasrec"): 1200.0, ("completejourney", "*"): 120.0}
 VARIANT_ORDER = {"all": 0, "new-items": 1}
 ACCURACY = ("recall", "precision", "ndcg", "mrr", "map", "hit")
 
@@ -108,6 +120,7 @@ class Dataset:
     targets: str  # what a target is, in words
     notes: tuple[str, ...] = ()
     folds: bool = False  # records average the runs of one (protocol, variant) over folds
+    candidate_ns: tuple[int, ...] = ()  # stage-1 candidate recall@N
 
 
 def _amazon(name: str, stem: str) -> Dataset:
@@ -125,6 +138,7 @@ def _amazon(name: str, stem: str) -> Dataset:
             "7-day window spans all training and it equals popular",
             "ild is 0: the items carry anonymous attribute ids only, no category",
         ),
+        candidate_ns=tuple(CANDIDATE_NS) if name == "amazon-beauty" else (),
     )
 
 
@@ -168,6 +182,7 @@ DATASETS: dict[str, Dataset] = {
             "(repeat purchases, see data.targets_seen_in_train) can never be hit, so all differs from "
             "new-items only by a larger denominator",
         ),
+        candidate_ns=tuple(CANDIDATE_NS),
     ),
 }
 
@@ -283,6 +298,8 @@ def child_main(spec_path: Path) -> int:
 
     spec = json.loads(spec_path.read_text())
     cfg = RecctlConfig.model_validate(spec["config"])
+    kinds = {c.name: c.kind for c in cfg.candidates} | {"popular": "popular", "popular-recent": "popular"}
+    kinds["random"] = "random"
     out: list[dict[str, Any]] = []
     for run in spec["runs"]:
         t0 = time.perf_counter()
@@ -310,9 +327,18 @@ def child_main(spec_path: Path) -> int:
                 "settings": result["settings"],
                 "data": result["data"],
                 "models": {
-                    name: {"metrics": r["metrics"], "ci95": r["ci95"], "wall_s": r["wall_s"]}
+                    name: {
+                        k: r[k]
+                        for k in ("metrics", "ci95", "wall_s", "fit_s", "recommend_s", "candidate_recall")
+                    }
+                    | {"kind": kinds.get(name)}
                     for name, r in result["models"].items()
                 },
+                "stage1_union": (
+                    {"of": result["candidate_union_of"], **result["candidate_union_recall"]}
+                    if "candidate_union_recall" in result
+                    else None
+                ),
             }
         )
     Path(spec["out"]).write_text(json.dumps(out))
@@ -380,6 +406,7 @@ def evaluate(
             "n_boot": args.n_boot,
             "baselines": BASELINES,
             "recent_days": RECENT_DAYS,
+            "candidate_ns": list(ds.candidate_ns),
         },
         "candidates": user_cfg.get("candidates", []),
     }
@@ -483,13 +510,20 @@ def records(ds: Dataset, run: DatasetRun, common: dict[str, Any]) -> list[dict[s
                 "variant": variant,
                 "model": model,
             }
+            rec["kind"] = m0.get("kind")
             if not ds.folds:
                 rec |= {
                     "metrics": m0["metrics"],
                     "ci95": m0["ci95"],
                     "wall_s": m0["wall_s"],
+                    "fit_s": m0.get("fit_s"),
+                    "recommend_s": m0.get("recommend_s"),
                     "eval_wall_s": per[0]["eval_wall_s"],
                 }
+                if m0.get("candidate_recall"):
+                    rec["candidate_recall"] = m0["candidate_recall"]
+                if per[0].get("stage1_union"):
+                    rec["stage1_union"] = per[0]["stage1_union"]
             else:
                 metrics = {k: _mean([r["models"][model]["metrics"][k] for r in per]) for k in m0["metrics"]}
                 ci95 = {
@@ -500,6 +534,8 @@ def records(ds: Dataset, run: DatasetRun, common: dict[str, Any]) -> list[dict[s
                     "metrics": metrics,
                     "ci95": ci95,
                     "wall_s": round(sum(r["models"][model]["wall_s"] for r in per), 3),
+                    "fit_s": round(sum(r["models"][model].get("fit_s") or 0.0 for r in per), 3),
+                    "recommend_s": round(sum(r["models"][model].get("recommend_s") or 0.0 for r in per), 3),
                     "eval_wall_s": round(sum(r["eval_wall_s"] for r in per), 3),
                     "folds": [
                         {
@@ -507,6 +543,7 @@ def records(ds: Dataset, run: DatasetRun, common: dict[str, Any]) -> list[dict[s
                             "metrics": r["models"][model]["metrics"],
                             "ci95": r["models"][model]["ci95"],
                             "wall_s": r["models"][model]["wall_s"],
+                            "fit_s": r["models"][model].get("fit_s"),
                             "eval_wall_s": r["eval_wall_s"],
                             "data": r["data"],
                         }
@@ -529,6 +566,8 @@ def records(ds: Dataset, run: DatasetRun, common: dict[str, Any]) -> list[dict[s
                 "versions": common["versions"],
                 "timing": {
                     "wall_s": "this model in run_evaluate: fit + recommend + metrics + bootstrap",
+                    "fit_s": "this model's fit alone (training; for ml-100k the sum over the five folds)",
+                    "recommend_s": "ranking the catalog for every test user (for_users)",
                     "eval_wall_s": "the whole run_evaluate call (load events, split, every model, store), "
                     "shared by the models of that call",
                     "peak_mb": "max RSS of the dataset's evaluation child process (every model, variant and "
@@ -537,7 +576,7 @@ def records(ds: Dataset, run: DatasetRun, common: dict[str, Any]) -> list[dict[s
                     "eval_child": "the dataset's whole evaluation child process (start-up, imports, every call)",
                 },
             }
-            for k in ("metrics", "ci95", "folds"):
+            for k in ("metrics", "ci95", "folds", "candidate_recall", "stage1_union"):
                 if k in rec:
                     rec[k] = _sig(rec[k])
             out.append(rec)
@@ -614,6 +653,32 @@ def run_cli(wh: Path, repeat: int, common: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def target_misses(recs: list[dict[str, Any]]) -> list[str]:
+    """Issue 4's targets, for the generators in ``recs`` (baselines are not generators here)."""
+    gens = [r for r in recs if r["model"] not in BASELINES]
+    misses = []
+    for d, (r10, n10) in TARGET_BEST.items():
+        mine = [r for r in gens if r["dataset"] == d]
+        if not mine:
+            continue
+        best = max(mine, key=lambda r: r["metrics"]["ndcg@10"])
+        m = best["metrics"]
+        if m["recall@10"] < r10 or m["ndcg@10"] < n10:
+            misses.append(
+                f"{d}: best generator {best['model']} recall@10 {m['recall@10']:.4f} / ndcg@10 "
+                f"{m['ndcg@10']:.4f} (target {r10} / {n10})"
+            )
+    for r in gens:
+        limit = TARGET_FIT_S.get((r["dataset"], r.get("kind") or "")) or (
+            TARGET_FIT_S.get((r["dataset"], "*")) if r.get("kind") != "sasrec" else None
+        )
+        if limit is not None and (r.get("fit_s") or 0.0) > limit:
+            misses.append(
+                f"{r['dataset']} {r['variant']} {r['model']}: fit {r['fit_s']:.0f} s > {limit:.0f} s"
+            )
+    return misses
+
+
 def sanity(recs: list[dict[str, Any]]) -> list[str]:
     """Warnings about implausible figures (they do not fail the run)."""
     warn = []
@@ -653,8 +718,18 @@ def main(argv: list[str] | None = None) -> int:
         "--models", help="only these models (baselines or configured candidates), comma-separated"
     )
     ap.add_argument(
-        "--config", type=Path, help="a recctl TOML whose [[candidates]] (and seed) are evaluated too"
+        "--config",
+        type=Path,
+        help="a recctl TOML whose [[candidates]] (and seed) are evaluated on every dataset, instead of "
+        "benchmarks/generators/<dataset>.toml",
     )
+    ap.add_argument(
+        "--generators",
+        type=Path,
+        default=GENERATORS,
+        help="folder of <dataset>.toml files with each dataset's [[candidates]] (default %(default)s)",
+    )
+    ap.add_argument("--baselines-only", action="store_true", help="evaluate no generator, only the baselines")
     ap.add_argument("--n-boot", type=int, default=N_BOOT, help=f"bootstrap resamples (default {N_BOOT})")
     ap.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help="records JSON, merged into (default %(default)s)"
@@ -678,10 +753,16 @@ def main(argv: list[str] | None = None) -> int:
     args.models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
     if args.n_boot < 1 or args.cli_repeat < 1:
         ap.error("--n-boot and --cli-repeat must be at least 1")
-    user_cfg: dict[str, Any] = {}
-    if args.config is not None:
-        conf = tomllib.loads(args.config.read_text(encoding="utf-8"))
-        user_cfg = {k: conf[k] for k in ("seed", "candidates") if k in conf}
+
+    def user_config(name: str) -> dict[str, Any]:
+        if args.baselines_only:
+            return {}
+        path = args.config if args.config is not None else args.generators / f"{name}.toml"
+        if not path.exists():
+            return {}
+        conf = tomllib.loads(path.read_text(encoding="utf-8"))
+        return {k: conf[k] for k in ("seed", "candidates") if k in conf}
+
     data_dir = datasets_dir()
     if not data_dir.is_dir():
         log(f"datasets folder {data_dir} not found (set RECCTL_DATASETS)")
@@ -710,7 +791,7 @@ def main(argv: list[str] | None = None) -> int:
             warehouses.append(wh)
             log(f"{name}:")
             run = ingest(ds, wh, data_dir)
-            evaluate(ds, run, wh, data_dir, args, user_cfg)
+            evaluate(ds, run, wh, data_dir, args, user_config(name))
             new += records(ds, run, common)
             if (
                 name == "completejourney"
@@ -738,15 +819,35 @@ def main(argv: list[str] | None = None) -> int:
     log(f"quality benchmark ({common['commit']}, n_boot {args.n_boot}): {len(new)} records → {args.out}")
     log(
         f"  {'dataset':16} {'variant':9} {'model':15} {'R@10':>7} {'N@10':>7} {'R@20':>7} {'N@20':>7} "
-        f"{'wall s':>7} {'peak MB':>8}"
+        f"{'fit s':>7} {'wall s':>7} {'peak MB':>8}"
     )
     for r in new:
         m = r["metrics"]
         log(
             f"  {r['dataset']:16} {r['variant']:9} {r['model']:15} {m['recall@10']:7.4f} {m['ndcg@10']:7.4f} "
-            f"{m['recall@20']:7.4f} {m['ndcg@20']:7.4f} {r['wall_s']:7.2f} {r['peak_mb']:8,.0f}"
+            f"{m['recall@20']:7.4f} {m['ndcg@20']:7.4f} {r.get('fit_s') or 0.0:7.2f} {r['wall_s']:7.2f} "
+            f"{r['peak_mb']:8,.0f}"
         )
     ok = True
+    stage1 = [r for r in new if r.get("candidate_recall")]
+    if stage1:
+        ns = list(stage1[0]["candidate_recall"])
+        log(f"  stage-1 candidate {' / '.join(ns)} (mean share of each test user's targets in the top N):")
+        for r in stage1:
+            log(
+                f"  {r['dataset']:16} {r['variant']:9} {r['model']:15} "
+                + " ".join(f"{r['candidate_recall'][n]:7.4f}" for n in ns)
+            )
+        unions = {(r["dataset"], r["variant"]): r["stage1_union"] for r in stage1 if r.get("stage1_union")}
+        for (d, v), u in unions.items():
+            log(
+                f"  {d:16} {v:9} {'union':15} "
+                + " ".join(f"{u[n]:7.4f}" for n in ns)
+                + f"  (of {', '.join(u['of'])})"
+            )
+    for miss in target_misses(new):
+        log(f"  TARGET MISSED: {miss}")
+        ok = False
     if cli is not None:
         log(
             f"  CLI on completejourney: {cli['wall_s']:.1f} s (target < {TARGET_CLI_S:.0f} s) "

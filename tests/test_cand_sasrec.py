@@ -91,3 +91,23 @@ def test_sample_shop_planted_pairs() -> None:
     truth = pl.DataFrame({"session_id": firsts["session_id"], "item_id": [b for _, b in pairs]})
     found = recs.join(truth, on=["session_id", "item_id"], how="semi").height
     assert found >= 0.8 * len(pairs), f"{found} of {len(pairs)} planted pairs in the top 10"
+
+
+def test_top_items_limits_the_vocabulary() -> None:
+    """top_items keeps the items with most users: the rare ones are never proposed and are skipped in
+    histories, while the planted a → b transition (both popular) is still learned."""
+    rng = np.random.default_rng(5)
+    n_users, length = 200, 6
+    seqs = np.char.add("i", rng.integers(0, 10, size=(n_users, length)).astype(str)).astype(object)
+    seqs[:, -2], seqs[:, -1] = "a", "b"
+    seqs[:40, -1] = np.char.add("rare", np.arange(40).astype(str))  # 40 items with one user each
+    seqs[:20, -2:] = [["a", "rare-x"]] * 20  # ... and one with 20 users, still fewer than the others
+    users = np.repeat([f"u{u:03d}" for u in range(n_users)], length)
+    gen = build("sasrec", "s", {**TINY, "max_len": 6, "hidden": 16, "epochs": 15, "batch_size": 32,
+                                "top_items": 12})  # fmt: skip
+    gen.fit(_frame(users, seqs.ravel()), seed=2)
+    assert gen.vocab.height == 12 and set(gen.vocab["item_id"]) == {f"i{k}" for k in range(10)} | {"a", "b"}
+    recs = gen.for_users(pl.Series([f"u{u:03d}" for u in range(20)]), 12)
+    assert not recs["item_id"].str.starts_with("rare").any()
+    # these users' histories end in a (rare-x is unknown to the model and skipped): b comes next (for 18+ of 20)
+    assert (recs.filter(pl.col("rank") == 1)["item_id"] == "b").sum() >= 18

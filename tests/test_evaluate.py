@@ -165,16 +165,23 @@ def test_files_protocol(cli: CliRunner, tmp_path: Path) -> None:
 
 def test_stage_one_candidate_recall(cli: CliRunner, shop: Path, tmp_path: Path) -> None:
     f = cfg_file(shop, tmp_path, "")
-    r = cli("--json", "--config", f, "evaluate", "--models", "popular,random", "--candidate-n", "50,200")
+    models = "popular,popular-recent,random"
+    r = cli("--json", "--config", f, "evaluate", "--models", models, "--candidate-n", "50,200")
     assert r.code == 0, r.stderr
     res = r.json
     pop = res["models"]["popular"]["candidate_recall"]
     assert 0 < pop["recall@50"] <= pop["recall@200"] <= 1
     union = res["candidate_union_recall"]
+    # the random baseline is no generator: the union is that of the other two
+    assert res["candidate_union_of"] == ["popular", "popular-recent"]
+    assert res["models"]["random"]["candidate_recall"]["recall@200"] > 0
     # the union finds at least what each generator finds, and no more than both together
     for n in ("recall@50", "recall@200"):
-        parts = [res["models"][m]["candidate_recall"][n] for m in ("popular", "random")]
+        parts = [res["models"][m]["candidate_recall"][n] for m in ("popular", "popular-recent")]
         assert max(parts) <= union[n] <= sum(parts) + 1e-12
+    assert union["recall@200"] > max(
+        res["models"][m]["candidate_recall"]["recall@200"] for m in ("popular", "popular-recent")
+    )
     # the ranking metrics are not affected by the longer candidate lists
     plain = cli("--json", "--config", f, "evaluate", "--models", "popular").json
     assert plain["models"]["popular"]["metrics"] == pytest.approx(

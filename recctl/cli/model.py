@@ -53,7 +53,8 @@ def render_evaluation(result: dict[str, Any], c: Console) -> None:
         )
         union = " / ".join(f"{v:.3f}" for v in result["candidate_union_recall"].values())
         ns = " / ".join(result["candidate_union_recall"])
-        c.print(f"stage-1 candidate {ns}: {per_model}; union {union}")
+        of = ", ".join(result["candidate_union_of"])
+        c.print(f"stage-1 candidate {ns}: {per_model}; union of {of}: {union}")
     if "gate" in result:
         c.print(("[green]" if result["gate"]["passed"] else "[bold red]") + result["gate"]["reason"] + "[/]")
 

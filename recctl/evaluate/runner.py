@@ -82,9 +82,11 @@ def score_model(
     t0 = time.perf_counter()
     gen = build(spec.kind, spec.name, spec.params)
     gen.fit(split.train, seed=derive_seed(opts.seed, "evaluate", spec.name), items=items)
+    fit_s = time.perf_counter() - t0
     users = split.test["user_id"].unique()
     exclude = split.seen() if opts.filter_seen else None
     recs = gen.for_users(users, max([*opts.curve_ks, *opts.candidate_ns]), exclude=exclude)
+    recommend_s = time.perf_counter() - t0 - fit_s
     hits = recs.join(split.test, on=["user_id", "item_id"], how="semi").select("user_id", "item_id", "rank")
     recs = recs.filter(pl.col("rank") <= max(opts.curve_ks))
     per_user = M.per_user_metrics(recs, split.test, opts.curve_ks)
@@ -104,6 +106,8 @@ def score_model(
             f"recall@{n}": _recall(hits.filter(pl.col("rank") <= n), split.test) for n in opts.candidate_ns
         },
         "wall_s": round(time.perf_counter() - t0, 3),
+        "fit_s": round(fit_s, 3),
+        "recommend_s": round(recommend_s, 3),
         "_hits": hits,
     }
 
@@ -131,10 +135,15 @@ def evaluate_specs(
         .with_columns(pl.col("count").fill_null(0))
     )
     models = {s.name: score_model(s, split, opts, popularity=popularity, items=items) for s in specs}
-    hits = [m.pop("_hits") for m in models.values()]
+    hits = {name: m.pop("_hits") for name, m in models.items()}
+    # the union of what stage 1 would hand the ranker: every generator but the random baseline
+    members = [s.name for s in specs if s.kind != "random"]
     union = {
-        f"recall@{n}": _recall(pl.concat([h.filter(pl.col("rank") <= n) for h in hits]), split.test)
+        f"recall@{n}": _recall(
+            pl.concat([hits[m].filter(pl.col("rank") <= n) for m in members]), split.test
+        )
         for n in opts.candidate_ns
+        if members
     }
     return {
         "protocol": split.protocol,
@@ -157,5 +166,5 @@ def evaluate_specs(
         "data": {**split.info, "catalog_items": items.height},
         "catalog_deciles": M.catalog_deciles(popularity),
         "models": models,
-        **({"candidate_union_recall": union} if union else {}),
+        **({"candidate_union_recall": union, "candidate_union_of": members} if union else {}),
     }
