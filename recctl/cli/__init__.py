@@ -73,11 +73,16 @@ def _global(
 
 
 def _register() -> None:
-    from recctl.cli import admin, ingest, model
+    """Every module of this package with a ``register(app)`` adds its commands (in name order)."""
+    import importlib
+    import pkgutil
 
-    admin.register(app)
-    ingest.register(app)
-    model.register(app)
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name == "state":
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(module, "register"):
+            module.register(app)
 
 
 _register()
