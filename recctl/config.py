@@ -109,7 +109,20 @@ class EvaluateConfig(Strict):
 
 
 def _default_candidates() -> list[CandidateSpec]:
-    return [CandidateSpec(name="trending", kind="popular", params={"window_days": 14.0})]
+    """One of every generator kind: what `recctl train` fits when the config names none (see the shipped
+    configs/recctl.toml, which states the same list with the reasons)."""
+    return [
+        CandidateSpec(name="trending", kind="popular", params={"half_life_days": 7.0}),
+        CandidateSpec(name="next-item", kind="cooccur"),
+        CandidateSpec(name="viewed-together", kind="cooccur", params={"mode": "session"}),
+        CandidateSpec(name="bought-together", kind="cooccur", params={"mode": "basket"}),
+        CandidateSpec(name="itemknn", kind="itemknn"),
+        CandidateSpec(name="content", kind="content"),
+        CandidateSpec(name="affinity", kind="affinity"),
+        CandidateSpec(name="ease", kind="ease", params={"top_items": 10000}),
+        CandidateSpec(name="ials", kind="ials"),
+        CandidateSpec(name="sasrec", kind="sasrec"),
+    ]
 
 
 class RecctlConfig(Strict):
