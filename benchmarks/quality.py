@@ -409,6 +409,8 @@ def evaluate(
             "candidate_ns": list(ds.candidate_ns),
         },
         "candidates": user_cfg.get("candidates", []),
+        # the two-stage pipeline only where the file configures it ([ranker])
+        "ranker": user_cfg.get("ranker", {"enabled": False}),
     }
     runs = [
         {
@@ -761,7 +763,7 @@ def main(argv: list[str] | None = None) -> int:
         if not path.exists():
             return {}
         conf = tomllib.loads(path.read_text(encoding="utf-8"))
-        return {k: conf[k] for k in ("seed", "candidates") if k in conf}
+        return {k: conf[k] for k in ("seed", "candidates", "ranker") if k in conf}
 
     data_dir = datasets_dir()
     if not data_dir.is_dir():
