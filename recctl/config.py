@@ -73,6 +73,49 @@ class IngestConfig(Strict):
         return v
 
 
+class PrepareConfig(Strict):
+    """`recctl prepare`: clean-up filters, applied in this order. The defaults change nothing on ordinary
+    shop data (they fill missing sessions and drop same-item view/click bursts within 2 s only), so a
+    shop turns filters up knowingly rather than losing events by surprise. A number of 0 switches a
+    threshold off."""
+
+    sessionize: bool = True
+    session_gap: str = "30m"
+    resplit_sessions: bool = False
+    collapse_repeats: bool = True
+    repeat_window: str = "2s"
+    repeat_event_types: list[str] = Field(default_factory=lambda: ["view", "click"])
+    bots: bool = True
+    bot_max_events_per_hour: int = Field(2000, ge=0)
+    bot_max_events_per_day: int = Field(0, ge=0)
+    bot_max_distinct_items_per_session: int = Field(0, ge=0)
+    min_counts: bool = True
+    min_user_events: int = Field(1, ge=0)
+    min_item_users: int = Field(1, ge=0)
+    k_core: bool = False
+
+    @field_validator("session_gap")
+    @classmethod
+    def _gap(cls, v: str) -> str:
+        if parse_duration(v) <= timedelta(0):
+            raise ValueError("session_gap must be longer than zero")
+        return v
+
+    @field_validator("repeat_window")
+    @classmethod
+    def _window(cls, v: str) -> str:
+        if v.strip() != "0":
+            parse_duration(v)
+        return v
+
+    @field_validator("repeat_event_types")
+    @classmethod
+    def _no_purchases(cls, v: list[str]) -> list[str]:
+        if "purchase" in v:
+            raise ValueError("purchases are never collapsed: repeated purchases are real quantities")
+        return v
+
+
 class CandidateSpec(Strict):
     """One candidate generator: its registry ``kind`` and kind-specific ``params`` (checked by the kind)."""
 
@@ -132,6 +175,7 @@ class RecctlConfig(Strict):
     runs_dir: Path = Path("runs")
     candidates: list[CandidateSpec] = Field(default_factory=_default_candidates)
     evaluate: EvaluateConfig = EvaluateConfig()
+    prepare: PrepareConfig = PrepareConfig()
 
     def resolved(self) -> dict[str, Any]:
         """The config as plain JSON-able data (what `recctl status --config` prints and runs save)."""
