@@ -50,7 +50,10 @@ class SASRecParams(Params):
     # the vocabulary: the N items with most users (0 = every item). The softmax costs time in proportion
     # to the vocabulary; the long tail of a 60k-item grocery catalog is rarely the next item anyway.
     top_items: int = Field(0, ge=0)
-    threads: int = Field(0, ge=0)  # 0 = every core this process may use
+    # torch threads; 0 = every core this process may use. One by default: on a machine shared with other
+    # jobs, torch's threads wait for each other (an epoch on the sample shop took 130 s with 2 threads
+    # at load 7 against 21 s with one); on a dedicated machine raise it.
+    threads: int = Field(1, ge=0)
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> Self:
