@@ -12,11 +12,11 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from recctl.errors import ConfigError
 
@@ -168,6 +168,113 @@ def _default_candidates() -> list[CandidateSpec]:
     ]
 
 
+def _utc_naive(v: datetime | None) -> datetime | None:
+    """Datetimes with a zone → naive UTC (the warehouse's timestamps); naive ones are taken as UTC."""
+    if v is not None and v.tzinfo is not None:
+        return v.astimezone(UTC).replace(tzinfo=None)
+    return v
+
+
+class RepurchaseEntry(Strict):
+    """Items under ``category`` (a path prefix, matched by whole levels, case-insensitive) may be
+    recommended again ``min_days`` after the user last bought that item."""
+
+    category: str = Field(min_length=1, pattern=r"^[^\x00-\x1f]+$")
+    min_days: float = Field(0.0, ge=0)
+
+
+class BusinessRule(Strict):
+    """One rule of ``[[rules.business]]``. The match criteria given are combined with AND, each list
+    matching any of its values; ``users`` restricts the rule to those customers; ``start``/``end`` to a
+    time window (start inclusive, end exclusive). See recctl/rules/business.py."""
+
+    name: str = Field(min_length=1, pattern=r"^[^\x00-\x1f]+$")  # shown in explanations
+    action: Literal["exclude", "boost", "bury", "pin"]
+    brands: list[str] = Field(default_factory=list)
+    categories: list[str] = Field(default_factory=list)  # category path prefixes
+    price_min: float | None = Field(None, ge=0)
+    price_max: float | None = Field(None, ge=0)
+    items: list[str] = Field(default_factory=list)
+    users: list[str] = Field(default_factory=list)  # empty = every customer
+    segment: str | None = None  # hook for customer segments (not built yet)
+    start: datetime | None = None
+    end: datetime | None = None
+    factor: float | None = Field(None, gt=1)  # boost: scores > 0 × factor, < 0 ÷ factor; bury: inverse
+    position: int | None = Field(None, ge=1)  # pin: the 1-based rank of the first pinned item
+    add_if_missing: bool = False  # pin: add the items from the catalog when no generator proposed them
+
+    @field_validator("start", "end")
+    @classmethod
+    def _utc(cls, v: datetime | None) -> datetime | None:
+        return _utc_naive(v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> BusinessRule:
+        who = f"rule {self.name!r}"
+        if self.segment is not None:
+            raise ValueError(f"{who}: segment is not supported yet (customer segments come later); use users")
+        if self.action in ("boost", "bury") and self.factor is None:
+            raise ValueError(f"{who}: action {self.action} needs factor (a number > 1)")
+        if self.action != "pin" and self.position is not None:
+            raise ValueError(f"{who}: position is only for action pin")
+        if self.action not in ("boost", "bury") and self.factor is not None:
+            raise ValueError(f"{who}: factor is only for actions boost and bury")
+        if self.action == "pin":
+            if self.position is None:
+                raise ValueError(f"{who}: action pin needs position (the 1-based rank)")
+            if not self.items:
+                raise ValueError(f"{who}: action pin needs items (the item ids to pin, in order)")
+        elif self.add_if_missing:
+            raise ValueError(f"{who}: add_if_missing is only for action pin")
+        prices = (self.price_min, self.price_max)
+        if not (self.brands or self.categories or self.items) and prices == (None, None):
+            raise ValueError(f"{who}: give at least one of brands, categories, price_min, price_max, items")
+        if self.price_min is not None and self.price_max is not None and self.price_min > self.price_max:
+            raise ValueError(f"{who}: price_min is above price_max")
+        if self.start is not None and self.end is not None and self.start >= self.end:
+            raise ValueError(f"{who}: start ({self.start}) is not before end ({self.end})")
+        return self
+
+    def active(self, now: datetime) -> bool:
+        """Whether ``now`` (naive UTC or with a zone) is inside the rule's window."""
+        t = now.astimezone(UTC).replace(tzinfo=None) if now.tzinfo is not None else now
+        return (self.start is None or self.start <= t) and (self.end is None or t < self.end)
+
+
+class DiversityConfig(Strict):
+    """Caps per brand and category within the top of each list, and optional MMR re-ranking."""
+
+    max_per_brand: int = Field(0, ge=0)  # 0 = no cap
+    max_per_category: int = Field(0, ge=0)
+    category_depth: int = Field(0, ge=0)  # leading levels of the category path compared; 0 = all
+    window: int = Field(0, ge=0)  # the top positions diversified; 0 = k (the whole list without k)
+    mmr: bool = False
+    mmr_lambda: float = Field(0.7, ge=0, le=1)  # 1 = relevance only (the input order)
+    mmr_brand_weight: float = Field(0.5, ge=0, le=1)  # similarity = w·same brand + (1-w)·category overlap
+
+
+class RulesConfig(Strict):
+    """Per-customer filters, business rules and diversity, applied after ranking (recctl/rules/)."""
+
+    exclude_bought: bool = True
+    repurchase: list[RepurchaseEntry] = Field(default_factory=list)
+    allow_repurchase_all_after_days: float | None = Field(None, ge=0)
+    exclude_viewed_times: int = Field(0, ge=0)  # viewed at least this often and never bought; 0 = off
+    exclude_out_of_stock: bool = True
+    hide_event_types: list[str] = Field(default_factory=lambda: ["hide", "dislike", "not_interested"])
+    business: list[BusinessRule] = Field(default_factory=list)
+    diversity: DiversityConfig = DiversityConfig()
+
+    @field_validator("business")
+    @classmethod
+    def _unique_names(cls, v: list[BusinessRule]) -> list[BusinessRule]:
+        names = [r.name for r in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"rule names must be unique (they label explanations): {', '.join(dup)}")
+        return v
+
+
 class RecctlConfig(Strict):
     seed: int = Field(42, description="root seed; every random component derives its own from it")
     warehouse: WarehouseConfig = WarehouseConfig()
@@ -175,6 +282,7 @@ class RecctlConfig(Strict):
     runs_dir: Path = Path("runs")
     candidates: list[CandidateSpec] = Field(default_factory=_default_candidates)
     evaluate: EvaluateConfig = EvaluateConfig()
+    rules: RulesConfig = RulesConfig()
     prepare: PrepareConfig = PrepareConfig()
 
     def resolved(self) -> dict[str, Any]:
