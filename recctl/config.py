@@ -151,6 +151,19 @@ class EvaluateConfig(Strict):
         return sorted(set(v))
 
 
+class FeaturesConfig(Strict):
+    windows: list[int] = Field(
+        default_factory=lambda: [1, 7, 30, 90], description="days of the windowed counts (u_n_view_7d, ...)"
+    )
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, v: list[int]) -> list[int]:
+        if not v or any(w < 1 for w in v):
+            raise ValueError("feature windows are positive numbers of days")
+        return sorted(set(v))
+
+
 def _default_candidates() -> list[CandidateSpec]:
     """One of every generator kind: what `recctl train` fits when the config names none (see the shipped
     configs/recctl.toml, which states the same list with the reasons)."""
@@ -281,6 +294,7 @@ class RecctlConfig(Strict):
     ingest: IngestConfig = IngestConfig()
     runs_dir: Path = Path("runs")
     candidates: list[CandidateSpec] = Field(default_factory=_default_candidates)
+    features: FeaturesConfig = FeaturesConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     rules: RulesConfig = RulesConfig()
     prepare: PrepareConfig = PrepareConfig()

@@ -1,0 +1,167 @@
+"""``build``: every feature table as of a point in time, from an interaction frame and the catalog.
+
+Only events with ``ts < as_of`` are used (filtered here, whatever the caller passed). Two staging tables
+are made first in a private DuckDB session: ``it`` (the catalog plus items seen only in events, with a
+normalized category path, its prefixes and a price / discount) and ``ev`` (the events with their age in
+days before ``as_of``, the price seen, whether it was on sale, a weight by type, the item's brand and
+category). The long tables and the user and item features (``user.py``, ``item.py``) are SQL over them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import polars as pl
+
+from recctl.features.base import (
+    DEFAULT_WINDOWS,
+    EVENT_WEIGHTS,
+    PAGE_OF_EVENT,
+    PAGES,
+    FeatureSet,
+    ensure_columns,
+    naive_utc,
+    session,
+)
+from recctl.features.item import item_query
+from recctl.features.user import user_query
+
+_S, _F, _TS = pl.String(), pl.Float64(), pl.Datetime("us")
+EVENT_SCHEMA: dict[str, pl.DataType] = {
+    "user_id": _S, "item_id": _S, "event_type": _S, "ts": _TS, "session_id": _S, "order_id": _S,
+    "price": _F, "discount": _F, "page": _S,
+}  # fmt: skip
+ITEM_SCHEMA: dict[str, pl.DataType] = {
+    "item_id": _S, "brand": _S, "category": _S, "price": _F, "original_price": _F, "in_stock": pl.Boolean(),
+    "created_at": _TS, "rating": _F, "review_count": pl.Int64(), "likes": pl.Int64(),
+}  # fmt: skip
+
+
+def _case(column: str, mapping: dict[str, object], default: str) -> str:
+    whens = " ".join(f"WHEN '{k}' THEN {v!r}" for k, v in mapping.items())
+    return f"CASE {column} {whens} ELSE {default} END"
+
+
+def page_sql(page: str, event_type: str) -> str:
+    """The normalized page of an event: its own page when known, else the page its type implies."""
+    known = ", ".join(f"'{p}'" for p in PAGES)
+    implied = _case(event_type, dict(PAGE_OF_EVENT), "'other'")
+    return (
+        f"CASE WHEN lower(trim({page})) IN ({known}) THEN lower(trim({page})) "
+        f"WHEN nullif(trim({page}), '') IS NOT NULL THEN 'other' ELSE {implied} END"
+    )
+
+
+STAGE_ITEMS = """
+CREATE TEMP TABLE it AS
+WITH cat AS (
+  SELECT item_id, nullif(trim(brand), '') AS brand,
+    list_filter(list_transform(string_split(category, '>'), lambda x: trim(x)), lambda x: x <> '') AS parts,
+    price, original_price, in_stock, created_at, rating, review_count, likes
+  FROM (SELECT * FROM it_in WHERE item_id IS NOT NULL QUALIFY row_number() OVER (PARTITION BY item_id) = 1)
+), every AS (
+  SELECT * FROM cat UNION ALL BY NAME
+  SELECT DISTINCT e.item_id FROM ev_in e ANTI JOIN cat c ON c.item_id = e.item_id WHERE e.item_id IS NOT NULL
+), seen AS (
+  SELECT item_id, median(price) AS paid,
+    avg(discount / (price + discount)) FILTER (WHERE discount >= 0 AND price + discount > 0) AS ev_disc
+  FROM ev_in WHERE item_id IS NOT NULL AND price >= 0 GROUP BY item_id
+)
+SELECT c.item_id, c.brand,
+  CASE WHEN len(c.parts) > 0 THEN array_to_string(c.parts, ' > ') END AS category,
+  CASE WHEN len(c.parts) > 0 THEN len(c.parts) END AS depth,
+  CASE WHEN len(c.parts) > 0
+    THEN list_transform(range(1, len(c.parts) + 1), lambda k: array_to_string(c.parts[1:k], ' > ')) END AS prefixes,
+  coalesce(c.price, s.paid) AS price,
+  CASE WHEN c.original_price > 0 AND c.price IS NOT NULL THEN greatest(0, least(1, 1 - c.price / c.original_price))
+    WHEN s.ev_disc IS NOT NULL THEN greatest(0, least(1, s.ev_disc)) END AS discount_pct,
+  c.original_price, c.in_stock, c.created_at, c.rating, c.review_count, c.likes
+FROM every c LEFT JOIN seen s USING (item_id)
+"""
+
+
+def _stage_events() -> str:
+    weight = _case("e.event_type", dict(EVENT_WEIGHTS), "1.0")
+    return f"""
+CREATE TEMP TABLE ev AS
+SELECT e.__r, e.user_id, e.item_id, e.event_type, e.ts, e.session_id, e.order_id,
+  {page_sql("e.page", "e.event_type")} AS page,
+  days_before(e.ts) AS age,
+  CASE WHEN coalesce(e.price, it.price) >= 0 THEN coalesce(e.price, it.price) END AS price,
+  CASE WHEN e.discount IS NOT NULL THEN e.discount > 0
+    WHEN e.price IS NOT NULL AND it.original_price > 0 THEN e.price < 0.995 * it.original_price
+    WHEN it.discount_pct IS NOT NULL THEN it.discount_pct > 0.005 END AS on_sale,
+  CAST({weight} AS DOUBLE) AS w, it.brand, it.category
+FROM ev_in e LEFT JOIN it USING (item_id)
+"""
+
+
+_PURCHASE = "event_type = 'purchase'"
+LONG_TABLES: dict[str, str] = {
+    "user_item": f"""
+SELECT user_id, item_id, count(*) AS n_event, count(*) FILTER (WHERE event_type = 'view') AS n_view,
+  count(*) FILTER (WHERE event_type = 'add_to_cart') AS n_cart, count(*) FILTER (WHERE {_PURCHASE}) AS n_purchase,
+  min(ts) AS first_ts, max(ts) AS last_ts
+FROM ev WHERE item_id IS NOT NULL GROUP BY user_id, item_id ORDER BY user_id, item_id""",
+    "user_brand": f"""
+WITH b AS (
+  SELECT user_id, brand, sum(w) AS weight, count(*) FILTER (WHERE {_PURCHASE}) AS n_purchase, max(ts) AS last_ts
+  FROM ev WHERE brand IS NOT NULL GROUP BY user_id, brand
+), g AS (SELECT brand, sum(weight) / nullif((SELECT sum(weight) FROM b), 0) AS g FROM b GROUP BY brand)
+SELECT user_id, brand, weight, weight / nullif(sum(weight) OVER (PARTITION BY user_id), 0) AS share,
+  weight / nullif(sum(weight) OVER (PARTITION BY user_id), 0) / nullif(g.g, 0) AS lift, n_purchase, last_ts
+FROM b JOIN g USING (brand) ORDER BY user_id, brand""",
+    "user_category": f"""
+WITH p AS (SELECT item_id, unnest(prefixes) AS category, generate_subscripts(prefixes, 1) AS depth FROM it),
+c AS (
+  SELECT e.user_id, p.category, p.depth, sum(e.w) AS weight,
+    count(*) FILTER (WHERE e.{_PURCHASE}) AS n_purchase, max(e.ts) AS last_ts
+  FROM ev e JOIN p USING (item_id) GROUP BY e.user_id, p.category, p.depth
+), t AS (SELECT user_id, sum(w) AS total FROM ev WHERE category IS NOT NULL GROUP BY user_id),
+g AS (SELECT category, sum(weight) / nullif((SELECT sum(w) FROM ev WHERE category IS NOT NULL), 0) AS g
+      FROM c GROUP BY category)
+SELECT c.user_id, c.category, c.depth, c.weight, c.weight / nullif(t.total, 0) AS share,
+  c.weight / nullif(t.total, 0) / nullif(g.g, 0) AS lift, c.n_purchase, c.last_ts
+FROM c JOIN t USING (user_id) JOIN g USING (category) ORDER BY user_id, depth, category""",
+    "item_attrs": """
+SELECT item_id, brand, category, depth, prefixes, price, discount_pct FROM it ORDER BY item_id""",
+    "user_last": """
+SELECT user_id, ts, event_type, item_id, page FROM ev
+QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY ts DESC, __r DESC) = 1 ORDER BY user_id""",
+}
+
+
+def prepare_events(events: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
+    """The canonical event columns (missing optional ones as nulls), only ``ts < as_of``, with the row
+    number ``__r`` (ties in time are broken by the frame's order)."""
+    ev = ensure_columns(events, EVENT_SCHEMA).with_row_index("__r")
+    return ev.filter(pl.col("ts") < naive_utc(as_of), pl.col("user_id").is_not_null())
+
+
+def build(
+    events: pl.DataFrame,
+    items: pl.DataFrame,
+    as_of: datetime,
+    *,
+    windows: tuple[int, ...] = DEFAULT_WINDOWS,
+) -> FeatureSet:
+    """Every feature as of ``as_of`` from the events before it and the catalog (see ``FEATURES``).
+
+    ``events`` is an interaction frame (user_id, item_id, event_type, ts and optionally session_id,
+    order_id, price, discount, page); ``items`` the catalog (item_id and optionally brand, category,
+    price, original_price, in_stock, created_at, rating, review_count, likes).
+    """
+    as_of = naive_utc(as_of)
+    windows = tuple(sorted({int(w) for w in windows}))
+    if not windows or windows[0] < 1:
+        raise ValueError(f"feature windows are positive day counts, not {windows}")
+    ev_in = prepare_events(events, as_of)
+    it_in = ensure_columns(items, ITEM_SCHEMA)
+    with session(as_of, {"ev_in": ev_in, "it_in": it_in}) as con:
+        con.execute(STAGE_ITEMS)
+        con.execute(_stage_events())
+        long = {name: con.sql(sql).pl() for name, sql in LONG_TABLES.items()}
+        con.register("user_brand", long["user_brand"])
+        user = con.sql(user_query(windows)).pl()
+        item = con.sql(item_query(windows, as_of)).pl()
+    return FeatureSet(as_of=as_of, user=user, item=item, windows=windows, **long)
