@@ -124,6 +124,22 @@ class CandidateSpec(Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class RankerConfig(Strict):
+    """Stage two: the generators' candidates merged, described by features and ranked by LambdaRank."""
+
+    enabled: bool = True  # false: `train` fits and serves the generators only
+    name: str = "ranked"  # the pipeline's name in evaluations and runs
+    generators: list[str] = Field(default_factory=list)  # names from [[candidates]]; empty = all
+    # labels for training the ranker: temporal (the last label_window of training; targets =
+    # [evaluate] target_events), last-item (each user's last interaction), auto (last-item when the
+    # evaluation protocol is leave-one-out, else temporal)
+    label: Literal["auto", "temporal", "last-item"] = "auto"
+    label_window: str = "4w"
+    # everything else of recctl.ranking.pipeline.PipelineParams: n_per_generator, negatives, hard_rank,
+    # max_users, valid_share, features, filter_seen, chunk_users, lgbm = {n_estimators, learning_rate, ...}
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 Baseline = Literal["popular", "popular-recent", "random"]
 BASELINES: tuple[Baseline, ...] = ("popular", "popular-recent", "random")
 
@@ -295,6 +311,7 @@ class RecctlConfig(Strict):
     runs_dir: Path = Path("runs")
     candidates: list[CandidateSpec] = Field(default_factory=_default_candidates)
     features: FeaturesConfig = FeaturesConfig()
+    ranker: RankerConfig = RankerConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     rules: RulesConfig = RulesConfig()
     prepare: PrepareConfig = PrepareConfig()

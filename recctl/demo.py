@@ -16,11 +16,14 @@ from recctl.train import run_train
 from recctl.warehouse import open_writer
 
 SAMPLE_FILES = {"events": "events.csv.gz", "items": "items.ndjson", "users": "users.csv"}
+QUICK_GENERATORS = ("trending", "next-item", "itemknn")
 
 
-def run_demo(data_dir: Path, workdir: Path) -> dict[str, Any]:
+def run_demo(data_dir: Path, workdir: Path, *, quick: bool = False) -> dict[str, Any]:
     """Scaffold ``workdir``, ingest the sample shop with its shipped mappings, train the configured
-    generators into ``workdir/runs``, evaluate them beside the baselines and write ``workdir/report.html``.
+    generators and the ranker into ``workdir/runs``, evaluate them beside the baselines and write
+    ``workdir/report.html``. ``quick``: only the generators of ``QUICK_GENERATORS`` (and the ranker over
+    them) and 200 bootstrap resamples, for tests and a first look.
 
     Safe to rerun: unchanged files are skipped by the ingest manifest; each rerun trains a new run.
     """
@@ -39,6 +42,15 @@ def run_demo(data_dir: Path, workdir: Path) -> dict[str, Any]:
             "runs_dir": str(workdir / "runs"),
         },
     )
+    if quick:
+        quick_candidates = [c for c in cfg.candidates if c.name in QUICK_GENERATORS] or cfg.candidates[:1]
+        cfg = cfg.model_copy(
+            update={
+                "candidates": quick_candidates,
+                "ranker": cfg.ranker.model_copy(update={"generators": []}),
+                "evaluate": cfg.evaluate.model_copy(update={"n_boot": min(cfg.evaluate.n_boot, 200)}),
+            }
+        )
     reports: list[IngestReport] = []
     with open_writer(cfg, "demo") as wh:
         for table, name in SAMPLE_FILES.items():

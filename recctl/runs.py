@@ -77,6 +77,21 @@ def read_meta(path: Path) -> dict[str, Any]:
     return dict(json.loads((path / "meta.json").read_text(encoding="utf-8")))
 
 
+def describe(runs_dir: Path, run_id: str) -> dict[str, Any]:
+    """A run's meta.json, whether it is promoted, and each ranker's feature importances (gain share and
+    number of splits per feature, most important first) from its ``ranker.json``."""
+    path = run_path(runs_dir, run_id)
+    meta = read_meta(path)
+    meta["promoted"] = promoted(runs_dir) == run_id
+    for name in meta.get("models", {}):
+        ranker = path / "models" / name / "ranker.json"
+        if ranker.exists():
+            info = json.loads(ranker.read_text(encoding="utf-8"))
+            meta["models"][name]["importances"] = info["importances"]
+            meta["models"][name].pop("top_features", None)
+    return meta
+
+
 def list_runs(runs_dir: Path) -> list[dict[str, Any]]:
     if not runs_dir.is_dir():
         return []

@@ -1,4 +1,9 @@
-"""``recctl train``: fit the configured candidate generators on all data into a new run, then promote it.
+"""``recctl train``: fit the configured generators and the ranker on all data into a new run, then promote it.
+
+With ``[ranker] enabled`` (the default) the run holds one model, the two-stage pipeline
+(``models/<ranker name>/``: the LightGBM text model, its feature list and importances, the features as of
+the end of the data, and every generator under ``generators/``); with ``--no-ranker`` each generator is
+saved on its own under ``models/<name>/``.
 
 The run is built in a temporary folder and moved into ``runs/<run_id>/`` only when complete; with a gate,
 it is promoted only if it evaluates at least as well as the promoted run (within the tolerance). Any
@@ -12,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from recctl import __version__, runs
-from recctl.candidates.base import build
+from recctl.candidates.base import CandidateGenerator, build
 from recctl.config import RecctlConfig
 from recctl.data import load_interactions, load_items
 from recctl.errors import DataError, GateFailedError
@@ -22,11 +27,19 @@ from recctl.warehouse import Warehouse
 
 
 def run_train(
-    wh: Warehouse, cfg: RecctlConfig, *, gate: bool = False, names: list[str] | None = None
-) -> dict[str, Any]:
+    wh: Warehouse, cfg: RecctlConfig, *, gate: bool = False, names: list[str] | None = None,
+    ranker: bool = True,
+) -> dict[str, Any]:  # fmt: skip
+    from recctl.ranking import pipeline_spec
+
     specs = [s for s in cfg.candidates if not names or s.name in names]
     if not specs:
         raise DataError("no candidate generators to train: check [[candidates]] or --candidates")
+    if names:  # the ranker merges the generators being trained
+        cfg = cfg.model_copy(update={"ranker": cfg.ranker.model_copy(update={"generators": []})})
+    if not ranker:
+        cfg = cfg.model_copy(update={"ranker": cfg.ranker.model_copy(update={"enabled": False})})
+    pipe = pipeline_spec(cfg, None, specs)
     events = load_interactions(wh.con)
     catalog = load_items(wh.con)
     if events.height == 0:
@@ -41,12 +54,31 @@ def run_train(
         resolved = cfg.resolved()
         resolved["candidates"] = [s.model_dump() for s in specs]
         runs.write_json(staging / "config.json", resolved)
+        fitted: dict[str, CandidateGenerator] = {}
         for spec in specs:
             t0 = time.perf_counter()
             gen = build(spec.kind, spec.name, spec.params)
             gen.fit(events, seed=derive_seed(cfg.seed, "train", spec.name), items=catalog)
-            gen.save(staging / "models" / spec.name)
+            if pipe is None:
+                gen.save(staging / "models" / spec.name)
+            else:
+                fitted[spec.name] = gen
             models[spec.name] = {"kind": spec.kind, "fit_s": round(time.perf_counter() - t0, 3)}
+        if pipe is not None:
+            from recctl.ranking.pipeline import Pipeline
+
+            t0 = time.perf_counter()
+            model = Pipeline.from_spec(pipe)
+            model.fit(events, seed=derive_seed(cfg.seed, "train", pipe.name), items=catalog, fitted=fitted)
+            model.save(staging / "models" / pipe.name)
+            models[pipe.name] = {
+                "kind": pipe.kind,
+                "fit_s": round(time.perf_counter() - t0, 3),
+                "generators": [s.name for s in specs],
+                "training": model.info,
+                "top_features": dict(list((model.ranker.importances if model.ranker else {}).items())[:15]),
+            }
+            fitted.clear()
         meta: dict[str, Any] = {
             "run_id": run_id,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -61,9 +93,11 @@ def run_train(
         }
         gate_result = None
         if gate:
-            result, gate_result = run_evaluate(wh, cfg, gate=True, models=[specs[0].name], candidates=specs)
+            judged = pipe or specs[0]
+            result, gate_result = run_evaluate(wh, cfg, gate=True, models=[judged.name], candidates=specs)
             meta["evaluation"] = {
-                "metrics": result["models"][specs[0].name]["metrics"],
+                "model": judged.name,
+                "metrics": result["models"][judged.name]["metrics"],
                 "gate": result["gate"],
             }
         meta["status"] = "gate_failed" if gate_result and not gate_result.passed else "trained"

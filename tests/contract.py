@@ -64,8 +64,11 @@ class GeneratorContract:
     kind: ClassVar[str]
     params: ClassVar[dict[str, Any]] = {}
 
+    def make(self) -> CandidateGenerator:
+        return build(self.kind, f"test-{self.kind}", self.params)
+
     def fitted(self, seed: int = 7) -> CandidateGenerator:
-        gen = build(self.kind, f"test-{self.kind}", self.params)
+        gen = self.make()
         gen.fit(tiny_shop(), seed=seed, items=tiny_catalog())
         return gen
 

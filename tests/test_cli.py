@@ -104,11 +104,14 @@ def test_status_reports_counts(cli: CliRunner, wh: Path) -> None:
 
 
 def test_demo_runs_on_the_sample_shop_and_reruns_as_noop(cli: CliRunner, tmp_path: Path) -> None:
-    r = cli("--json", "demo", "--data", ROOT / "sample_data", "--workdir", tmp_path / "demo")
+    r = cli("--json", "demo", "--quick", "--data", ROOT / "sample_data", "--workdir", tmp_path / "demo")
     assert r.code == 0, r.stderr
+    # the quick tour: three generators, the ranker over them, the baselines
+    assert set(r.json["evaluation"]["models"]) == {"ranked", "trending", "next-item", "itemknn", "popular",
+                                                    "popular-recent", "random"}  # fmt: skip
     loaded = {f["target"]: f["rows_loaded"] for rep in r.json["ingest"] for f in rep["files"]}
     assert loaded["items"] == 1500 and loaded["events"] > 100_000
-    r = cli("--json", "demo", "--data", ROOT / "sample_data", "--workdir", tmp_path / "demo")
+    r = cli("--json", "demo", "--quick", "--data", ROOT / "sample_data", "--workdir", tmp_path / "demo")
     assert {f["status"] for rep in r.json["ingest"] for f in rep["files"]} == {"unchanged"}
 
 

@@ -74,6 +74,15 @@ def build(kind: str, name: str, params: dict[str, Any]) -> CandidateGenerator:
     return gen
 
 
+def load_generator(kind: str, path: Path, name: str, params: dict[str, Any]) -> CandidateGenerator:
+    """A generator of ``kind`` saved in ``path`` (by its ``save``)."""
+    _load_builtin()
+    if kind not in _REGISTRY:
+        raise ConfigError(f"unknown candidate kind {kind!r}; known: {', '.join(sorted(_REGISTRY))}")
+    gen: CandidateGenerator = _REGISTRY[kind].load(path, name, params)
+    return gen
+
+
 def _load_builtin() -> None:
     """Import every module of this package once: importing a module registers its kinds.
 

@@ -126,6 +126,12 @@ def register(app: typer.Typer) -> None:
         workdir: Annotated[Path, typer.Option("--workdir", help="where the demo project goes")] = Path(
             "demo"
         ),
+        quick: Annotated[
+            bool,
+            typer.Option(
+                "--quick", help="three generators (trending, next-item, itemknn) and the ranker only"
+            ),
+        ] = False,
     ) -> None:
         """The whole pipeline on the sample shop: init a project in --workdir, ingest, train, evaluate.
 
@@ -136,7 +142,7 @@ def register(app: typer.Typer) -> None:
         from recctl.demo import run_demo
 
         state: State = ctx.obj
-        result = run_demo(data, workdir)
+        result = run_demo(data, workdir, quick=quick)
         data_out = {**result, "ingest": [r.as_dict() for r in result["ingest"]]}
         from recctl.cli.model import render_evaluation
 

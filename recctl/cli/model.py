@@ -59,6 +59,25 @@ def render_evaluation(result: dict[str, Any], c: Console) -> None:
         c.print(("[green]" if result["gate"]["passed"] else "[bold red]") + result["gate"]["reason"] + "[/]")
 
 
+def render_run(meta: dict[str, Any], c: Console, top: int = 20) -> None:
+    """meta.json as JSON, then each ranker's most important features as a table."""
+    plain = {**meta, "models": {n: {k: v for k, v in m.items() if k != "importances"}
+                                for n, m in meta.get("models", {}).items()}}  # fmt: skip
+    c.print_json(data=plain, default=str)
+    for name, m in meta.get("models", {}).items():
+        imp = m.get("importances")
+        if not imp:
+            continue
+        t = Table(title=f"{name}: feature importances (top {min(top, len(imp))} of {len(imp)})",
+                  title_justify="left")  # fmt: skip
+        t.add_column("feature")
+        t.add_column("gain share", justify="right")
+        t.add_column("splits", justify="right")
+        for f, v in list(imp.items())[:top]:
+            t.add_row(f, f"{v['gain_share']:.3f}", str(v["splits"]))
+        c.print(t)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate_cmd(
@@ -137,11 +156,14 @@ def register(app: typer.Typer) -> None:
         gate: Annotated[
             bool, typer.Option("--gate", help="promote only if it evaluates as well as the promoted run")
         ] = False,
+        no_ranker: Annotated[
+            bool, typer.Option("--no-ranker", help="fit the generators only, no LightGBM ranking stage")
+        ] = False,
         wait: Annotated[
             float | None, typer.Option("--wait", help="wait up to SECONDS for the warehouse")
         ] = None,
     ) -> None:
-        """Fit the configured candidate generators on all events into runs/<id>/ and promote the run.
+        """Fit the candidate generators and the LightGBM ranker on all events into runs/<id>/ and promote it.
 
         The run folder holds the resolved config, meta.json and the fitted models as plain data. It is moved
         into place only when complete; a failure (or a failed --gate, exit 3) leaves the promoted run live.
@@ -153,7 +175,7 @@ def register(app: typer.Typer) -> None:
         cfg = state.config
         names = [c.strip() for c in candidates.split(",")] if candidates else None
         with open_writer(cfg, "train", wait=wait) as wh:
-            result = run_train(wh, cfg, gate=gate, names=names)
+            result = run_train(wh, cfg, gate=gate, names=names, ranker=not no_ranker)
         state.out.emit(result, lambda c: c.print(f"trained and promoted run [bold]{result['run_id']}[/]: "
                                                   f"{', '.join(result['models'])}"))  # fmt: skip
 
@@ -181,13 +203,12 @@ def register(app: typer.Typer) -> None:
 
     @runs_app.command("show")
     def runs_show(ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="run id")]) -> None:
-        """One run's meta.json: models, data, timings and its evaluation when trained with --gate."""
-        from recctl.runs import promoted, read_meta, run_path
+        """One run: models, data, timings, the ranker's feature importances, its evaluation (--gate)."""
+        from recctl.runs import describe
 
         state: State = ctx.obj
-        meta = read_meta(run_path(state.config.runs_dir, run_id))
-        meta["promoted"] = promoted(state.config.runs_dir) == run_id
-        state.out.emit(meta, lambda c: c.print_json(data=meta, default=str))
+        meta = describe(state.config.runs_dir, run_id)
+        state.out.emit(meta, lambda c: render_run(meta, c))
 
     @runs_app.command("promote")
     def runs_promote(ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="run id")]) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import polars as pl
 
-from recctl.candidates.base import build
+from recctl.candidates.base import CandidateGenerator
 from recctl.config import CandidateSpec, EvaluateConfig, RecctlConfig
 from recctl.evaluate import metrics as M
 from recctl.evaluate.splits import Split, from_frames, leave_one_out, temporal
@@ -77,11 +77,22 @@ def make_split(
 
 
 def score_model(
-    spec: CandidateSpec, split: Split, opts: Options, *, popularity: pl.DataFrame, items: pl.DataFrame
-) -> dict[str, Any]:
+    spec: CandidateSpec, split: Split, opts: Options, *, popularity: pl.DataFrame, items: pl.DataFrame,
+    fitted: dict[str, CandidateGenerator] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Fit ``spec`` on the split's training view and score it. The pipeline reuses the generators in
+    ``fitted`` (fitted on the same training view); every generator fitted here is added to it."""
+    from recctl.ranking import PIPELINE, build_model
+
     t0 = time.perf_counter()
-    gen = build(spec.kind, spec.name, spec.params)
-    gen.fit(split.train, seed=derive_seed(opts.seed, "evaluate", spec.name), items=items)
+    gen = build_model(spec)
+    seed = derive_seed(opts.seed, "evaluate", spec.name)
+    if spec.kind == PIPELINE:
+        gen.fit(split.train, seed=seed, items=items, fitted=fitted)  # type: ignore[call-arg]
+    else:
+        gen.fit(split.train, seed=seed, items=items)
+        if fitted is not None:
+            fitted[spec.name] = gen
     fit_s = time.perf_counter() - t0
     users = split.test["user_id"].unique()
     exclude = split.seen() if opts.filter_seen else None
@@ -134,14 +145,25 @@ def evaluate_specs(
         )
         .with_columns(pl.col("count").fill_null(0))
     )
-    models = {s.name: score_model(s, split, opts, popularity=popularity, items=items) for s in specs}
+    from recctl.ranking import PIPELINE
+
+    # the pipeline last: it reuses the generators fitted for their own rows (same training view)
+    pipes = [s for s in specs if s.kind == PIPELINE]
+    wanted = {g["name"]: (g["kind"], g.get("params", {})) for p in pipes for g in p.params["generators"]}
+    cache: dict[str, CandidateGenerator] = {}
+    scored: dict[str, dict[str, Any]] = {}
+    for s in [s for s in specs if s.kind != PIPELINE] + pipes:
+        keep = wanted.get(s.name) == (s.kind, s.params)
+        scored[s.name] = score_model(
+            s, split, opts, popularity=popularity, items=items, fitted=cache if keep or s in pipes else None
+        )
+    cache.clear()
+    models = {s.name: scored[s.name] for s in specs}
     hits = {name: m.pop("_hits") for name, m in models.items()}
     # the union of what stage 1 would hand the ranker: every generator but the random baseline
     members = [s.name for s in specs if s.kind != "random"]
     union = {
-        f"recall@{n}": _recall(
-            pl.concat([hits[m].filter(pl.col("rank") <= n) for m in members]), split.test
-        )
+        f"recall@{n}": _recall(pl.concat([hits[m].filter(pl.col("rank") <= n) for m in members]), split.test)
         for n in opts.candidate_ns
         if members
     }

@@ -17,6 +17,7 @@ from recctl.errors import ConfigError, NotTrainedError
 from recctl.evaluate import gate as G
 from recctl.evaluate.runner import Options, baseline_specs, evaluate_specs, make_split
 from recctl.evaluate.splits import Split
+from recctl.ranking import pipeline_spec
 from recctl.warehouse import Warehouse
 from recctl.warehouse.migrations import migrate
 
@@ -66,8 +67,10 @@ def _gate(
         )
         ref_name = "popular-recent (no promoted run)"
     else:
-        conf = json.loads((runs.run_path(cfg.runs_dir, current) / "config.json").read_text())
-        ref_spec = CandidateSpec.model_validate(conf["candidates"][0])
+        conf = RecctlConfig.model_validate(
+            json.loads((runs.run_path(cfg.runs_dir, current) / "config.json").read_text())
+        )
+        ref_spec = pipeline_spec(conf, opts.protocol) or conf.candidates[0]
         ref_name = f"promoted run {current} ({ref_spec.name})"
     if ref_spec.name in result["models"] and current is None:
         ref_value = result["models"][ref_spec.name]["metrics"][metric]
@@ -103,16 +106,20 @@ def run_evaluate(
         items = pl.concat([items, extra], how="diagonal_relaxed")
     split = make_split(events, cfg, opts, cutoff=cutoff, files=files)
     configured = candidates if candidates is not None else cfg.candidates
-    specs = [s for s in configured if not models or s.name in models]
+    pipe = pipeline_spec(cfg, opts.protocol, configured)
+    judged = pipe or (configured[0] if configured else None)
+    specs = [s for s in ([pipe] if pipe else []) + configured if not models or s.name in models]
     specs += [b for b in baseline_specs(cfg) if not models or b.name in models]
     if not specs:
         raise ConfigError(f"no model named {', '.join(models or [])}")
     result = evaluate_specs(split, specs, opts, items=items, dataset=dataset or wh.path.stem)
     gate_result = None
     if gate:
-        if not configured:
+        if judged is None:
             raise NotTrainedError("nothing to gate: no [[candidates]] configured")
-        gate_result = _gate(cfg, split, opts, result, items, configured[0])
+        if judged.name not in result["models"]:
+            raise ConfigError(f"the gate judges {judged.name}: include it in --models")
+        gate_result = _gate(cfg, split, opts, result, items, judged)
         result["gate"] = {"passed": gate_result.passed, "reason": gate_result.reason}
     if not wh.read_only:
         result["eval_id"] = store(wh.con, result)

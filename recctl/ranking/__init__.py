@@ -1,0 +1,63 @@
+"""Stage two of the recommender: merge the generators' candidates, describe them, rank with LambdaRank.
+
+``pipeline_spec`` turns the config's ``[ranker]`` and ``[[candidates]]`` into the spec of one model of
+kind ``pipeline`` (``recctl.ranking.pipeline.Pipeline``), which evaluation and training treat like any
+generator; ``build_model`` builds a generator or that pipeline from a spec.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from recctl.candidates.base import CandidateGenerator, build
+from recctl.config import CandidateSpec, RecctlConfig
+from recctl.errors import ConfigError
+
+PIPELINE = "pipeline"
+
+
+def pipeline_spec(
+    cfg: RecctlConfig, protocol: str | None = None, candidates: list[CandidateSpec] | None = None
+) -> CandidateSpec | None:
+    """The pipeline over the configured generators (None when the ranker is off or there are none)."""
+    r = cfg.ranker
+    pool = candidates if candidates is not None else cfg.candidates
+    if not r.enabled or not pool:
+        return None
+    known = {c.name: c for c in pool}
+    unknown = [g for g in r.generators if g not in known]
+    if unknown:
+        raise ConfigError(f"[ranker] generators {', '.join(unknown)} are not in [[candidates]]")
+    gens = [known[g] for g in r.generators] if r.generators else [c for c in pool if c.kind != "random"]
+    if not gens:  # only the random baseline: nothing to rank
+        return None
+    label = r.label
+    if label == "auto":
+        label = "last-item" if (protocol or cfg.evaluate.protocol) == "leave-one-out" else "temporal"
+    params: dict[str, Any] = {
+        "label": label,
+        "label_window": r.label_window,
+        "target_events": list(cfg.evaluate.target_events),
+        "filter_seen": cfg.evaluate.filter_seen,
+        **r.params,
+        "generators": [g.model_dump() for g in gens],
+    }
+    return CandidateSpec(name=r.name, kind=PIPELINE, params=params)
+
+
+def build_model(spec: CandidateSpec) -> CandidateGenerator:
+    """A candidate generator, or the two-stage pipeline for kind ``pipeline`` (params validated)."""
+    if spec.kind != PIPELINE:
+        return build(spec.kind, spec.name, spec.params)
+    from pydantic import ValidationError
+
+    from recctl.ranking.pipeline import Pipeline, PipelineParams
+
+    try:
+        params = PipelineParams.model_validate(spec.params)
+    except ValidationError as exc:
+        msgs = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid [ranker] params: {msgs}") from exc
+    for g in params.generators:  # each generator's own params are checked before any fitting
+        build(g.kind, g.name, g.params)
+    return Pipeline(spec.name, params)

@@ -1,0 +1,261 @@
+"""The two-stage recommender as one model: candidate generators → features → LightGBM LambdaRank.
+
+``Pipeline`` follows the generators' protocol (``fit`` / ``for_users`` / ``save`` / ``load``), so the
+evaluation harness measures it exactly like any single generator, on the same split.
+
+``fit(train)``:
+1. splits ``train`` once more (``dataset.label_split``): history and labels;
+2. fits every generator on the history, merges their top ``n_per_generator`` for the labelled users,
+   describes each (user, candidate) by the candidate columns and the feature store's features as of the
+   label cutoff, labels it and trains LambdaRank (early stopping on a share of the users);
+3. fits the generators again on all of ``train`` (or takes ``fitted`` ones, already fitted on exactly
+   that frame) and the features as of the end of ``train``: what ``for_users`` ranks with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal, Self
+
+import polars as pl
+from pydantic import Field
+
+from recctl.candidates.base import CandidateGenerator, Params, build, rank_top
+from recctl.ranking import dataset as D
+from recctl.ranking.merge import candidate_columns, propose
+from recctl.ranking.ranker import LABEL, LGBMParams, TrainedRanker, train_ranker
+from recctl.seeds import derive_seed
+
+log = logging.getLogger(__name__)
+
+
+class GeneratorSpec(Params):
+    name: str
+    kind: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class PipelineParams(Params):
+    generators: list[GeneratorSpec] = Field(min_length=1)
+    n_per_generator: int = Field(100, ge=1)  # candidates each generator proposes per user
+    label: Literal["temporal", "last-item"] = "temporal"
+    label_window: str = "4w"  # temporal: the last weeks of training that provide the labels
+    target_events: list[str] = Field(default_factory=lambda: ["purchase"])  # temporal labels
+    filter_seen: bool = True  # candidates never include what the user already interacted with
+    features: bool = True  # the feature store's user / item / pair features besides the candidates'
+    hard_rank: int = Field(30, ge=0)  # negatives ranked this high by any generator are always kept
+    negatives: int = Field(100, ge=1)  # negatives per user in the training groups
+    max_users: int = Field(30_000, ge=0)  # labelled users sampled for training (0 = all)
+    valid_share: float = Field(0.15, ge=0, lt=1)  # of them, for early stopping
+    chunk_users: int = Field(4000, ge=1)  # users ranked at once (bounds memory)
+    lgbm: LGBMParams = Field(default_factory=LGBMParams)
+
+
+class Pipeline:
+    kind = "pipeline"
+    Params = PipelineParams
+
+    def __init__(self, name: str, params: PipelineParams) -> None:
+        self.name = name
+        self.params = params
+        self.generators: dict[str, CandidateGenerator] = {}
+        self.ranker: TrainedRanker | None = None
+        self.features: Any = None  # recctl.features.FeatureSet as of the end of training
+        self.info: dict[str, Any] = {}
+
+    @classmethod
+    def from_spec(cls, spec: Any) -> Pipeline:
+        """The pipeline of a ``CandidateSpec`` of kind ``pipeline`` (see ``recctl.ranking.build_model``)."""
+        from recctl.ranking import build_model
+
+        model = build_model(spec)
+        assert isinstance(model, Pipeline)
+        return model
+
+    # ------------------------------------------------------------------------------------------ fit
+
+    def fit(
+        self, train: pl.DataFrame, *, seed: int, items: pl.DataFrame | None = None,
+        fitted: dict[str, CandidateGenerator] | None = None,
+    ) -> None:  # fmt: skip
+        p = self.params
+        t0 = time.perf_counter()
+        split, cands, data = self.training_data(train, seed=seed, items=items)
+        t_users, v_users = D.split_users(data["user_id"], p.valid_share, derive_seed(seed, "valid"))
+        tr = data.join(t_users.to_frame(), on="user_id", how="semi")
+        va = data.join(v_users.to_frame(), on="user_id", how="semi")
+        features = [
+            c for c, t in data.schema.items() if c not in ("user_id", "item_id", LABEL) and t.is_numeric()
+        ]
+        self.ranker = train_ranker(tr, va, features, p.lgbm, derive_seed(seed, "lgbm"))
+        self.info = {
+            "label_split": split.how,
+            "label_as_of": split.as_of.isoformat(),
+            "label_users": split.labels["user_id"].n_unique(),
+            "train_users": t_users.len(),
+            "valid_users": v_users.len(),
+            "train_rows": tr.height,
+            "positives": int(tr[LABEL].sum()),
+            "candidate_recall": _recall(
+                cands, split.labels.join(cands.select("user_id").unique(), on="user_id")
+            ),
+            "best_iteration": self.ranker.best_iteration,
+            "valid_ndcg": self.ranker.valid_ndcg,
+            "features": len(features),
+        }
+        del data, tr, va, cands
+        final = dict(fitted or {})
+        missing = [g for g in p.generators if g.name not in final]
+        final |= self._fit_generators(train, seed, items, "final", missing)
+        self.generators = {g.name: final[g.name] for g in p.generators}
+        self.features = self._feature_set(train, items, _after(train))
+        self.info["fit_s"] = round(time.perf_counter() - t0, 3)
+        log.info("%s: %s", self.name, self.info)
+
+    def training_data(
+        self, train: pl.DataFrame, *, seed: int, items: pl.DataFrame | None
+    ) -> tuple[D.LabelSplit, pl.DataFrame, pl.DataFrame]:
+        """(label split, merged candidates, labelled and described training rows sorted by user)."""
+        p = self.params
+        split = D.label_split(train, p.label, p.label_window, p.target_events)
+        history_gens = self._fit_generators(split.history, seed, items, "history")
+        users = D.sample_users(split.labels["user_id"], p.max_users, derive_seed(seed, "users"))
+        seen = split.history.select("user_id", "item_id").unique() if p.filter_seen else None
+        cands = propose(history_gens, users, p.n_per_generator, seen)
+        del history_gens
+        data = D.label_candidates(cands, split.labels)
+        data = D.sample_negatives(
+            data, hard_rank=p.hard_rank, negatives=p.negatives, seed=derive_seed(seed, "neg")
+        )
+        data = self._describe(data, split.history, items, split.as_of).sort("user_id", maintain_order=True)
+        return split, cands, data
+
+    def _fit_generators(
+        self, events: pl.DataFrame, seed: int, items: pl.DataFrame | None, stage: str,
+        specs: list[GeneratorSpec] | None = None,
+    ) -> dict[str, CandidateGenerator]:  # fmt: skip
+        out: dict[str, CandidateGenerator] = {}
+        for spec in self.params.generators if specs is None else specs:
+            gen = build(spec.kind, spec.name, spec.params)
+            gen.fit(events, seed=derive_seed(seed, stage, spec.name), items=items)
+            out[spec.name] = gen
+        return out
+
+    def _feature_set(self, events: pl.DataFrame, items: pl.DataFrame | None, as_of: datetime) -> Any:
+        if not self.params.features or items is None:
+            return None
+        from recctl.features import build as build_features
+
+        return build_features(events, items, as_of)
+
+    def _describe(
+        self, cands: pl.DataFrame, events: pl.DataFrame, items: pl.DataFrame | None, as_of: datetime
+    ) -> pl.DataFrame:
+        fs = self._feature_set(events, items, as_of)
+        return self._with_features(cands, fs)
+
+    @staticmethod
+    def _with_features(cands: pl.DataFrame, fs: Any) -> pl.DataFrame:
+        if fs is None:
+            return cands
+        from recctl.features import pair_features
+
+        described: pl.DataFrame = pair_features(fs, cands)
+        return described
+
+    # ------------------------------------------------------------------------------------ recommend
+
+    def for_users(self, users: pl.Series, n: int, *, exclude: pl.DataFrame | None = None) -> pl.DataFrame:
+        if self.ranker is None or n < 1:
+            return pl.DataFrame(schema={"user_id": pl.String, "item_id": pl.String, "score": pl.Float64,
+                                        "rank": pl.Int32})  # fmt: skip
+        todo = users.unique().sort().cast(pl.String)
+        out = []
+        for lo in range(0, todo.len(), self.params.chunk_users):
+            chunk = todo.slice(lo, self.params.chunk_users)
+            ex = (
+                None if exclude is None else exclude.join(chunk.to_frame("user_id"), on="user_id", how="semi")
+            )
+            cands = propose(self.generators, chunk, max(n, self.params.n_per_generator), ex)
+            if cands.height == 0:
+                continue
+            described = self._with_features(cands, self.features)
+            scored = described.select("user_id", "item_id").with_columns(
+                score=pl.Series(self.ranker.score(described), dtype=pl.Float64)
+            )
+            out.append(rank_top(scored, n, None))
+        if not out:
+            return self.for_users(pl.Series([], dtype=pl.String), 0)
+        return pl.concat(out)
+
+    # ------------------------------------------------------------------------------- save and load
+
+    def save(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "params.json").write_text(self.params.model_dump_json(indent=1))
+        (path / "training.json").write_text(json.dumps(self.info, indent=1, default=str))
+        if self.ranker is not None:
+            self.ranker.save(path)
+        for name, gen in self.generators.items():
+            gen.save(path / "generators" / name)
+        if self.features is not None:
+            fdir = path / "features"
+            fdir.mkdir(exist_ok=True)
+            meta: dict[str, Any] = {}
+            for f in dataclasses.fields(self.features):
+                value = getattr(self.features, f.name)
+                if isinstance(value, pl.DataFrame):
+                    value.write_parquet(fdir / f"{f.name}.parquet")
+                else:
+                    meta[f.name] = value.isoformat() if isinstance(value, datetime) else value
+            (fdir / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+
+    @classmethod
+    def load(cls, path: Path, name: str, params: dict[str, Any]) -> Self:
+        from recctl.candidates.base import load_generator
+
+        PipelineParams.model_validate(params)
+        pipe = cls(name, PipelineParams.model_validate_json((path / "params.json").read_text()))
+        pipe.info = json.loads((path / "training.json").read_text())
+        if (path / "ranker.txt").exists():
+            pipe.ranker = TrainedRanker.load(path)
+        for spec in pipe.params.generators:
+            pipe.generators[spec.name] = load_generator(
+                spec.kind, path / "generators" / spec.name, spec.name, spec.params
+            )
+        fdir = path / "features"
+        if fdir.exists():
+            from recctl.features import FeatureSet
+
+            meta = json.loads((fdir / "meta.json").read_text())
+            values: dict[str, Any] = {}
+            for f in dataclasses.fields(FeatureSet):
+                if (fdir / f"{f.name}.parquet").exists():
+                    values[f.name] = pl.read_parquet(fdir / f"{f.name}.parquet")
+                elif f.name in meta:
+                    v = meta[f.name]
+                    values[f.name] = datetime.fromisoformat(v) if f.name == "as_of" else v
+            pipe.features = FeatureSet(**values)
+        return pipe
+
+    def candidate_features(self) -> list[str]:
+        return candidate_columns([g.name for g in self.params.generators])
+
+
+def _after(events: pl.DataFrame) -> datetime:
+    last = events["ts"].max()
+    assert isinstance(last, datetime)
+    return last + timedelta(microseconds=1)
+
+
+def _recall(cands: pl.DataFrame, labels: pl.DataFrame) -> float:
+    """Share of the labels found among the candidates (stage-1 recall of the merged lists)."""
+    if labels.height == 0:
+        return 0.0
+    hit = labels.join(cands.select("user_id", "item_id"), on=["user_id", "item_id"], how="semi").height
+    return round(hit / labels.height, 4)

@@ -1,0 +1,139 @@
+"""The LightGBM LambdaRank model: groups per user, early stopping on validation users, plain-text model.
+
+Deterministic for a given seed (``deterministic``, ``force_row_wise``, one seed for every random part of
+LightGBM). Saved as LightGBM's own text format plus JSON (the feature list and the importances), so a run
+folder holds no pickle.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, ConfigDict, Field
+
+LABEL = "label"
+
+
+class LGBMParams(BaseModel):
+    """LightGBM settings of the ranker (the rest are LightGBM's defaults)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_estimators: int = Field(400, ge=1)  # at most; early stopping usually ends sooner
+    learning_rate: float = Field(0.05, gt=0)
+    num_leaves: int = Field(31, ge=2)
+    min_child_samples: int = Field(50, ge=1)
+    colsample_bytree: float = Field(0.8, gt=0, le=1)
+    subsample: float = Field(0.8, gt=0, le=1)  # bagging fraction (every iteration)
+    reg_lambda: float = Field(1.0, ge=0)
+    eval_at: int = Field(10, ge=1)  # early stopping watches ndcg@eval_at on the validation users
+    early_stopping: int = Field(30, ge=1)  # rounds without improvement
+    truncation_level: int = Field(30, ge=1)  # lambdarank_truncation_level
+    threads: int = Field(0, ge=0)  # 0 = every core
+
+
+@dataclass
+class TrainedRanker:
+    booster: Any  # lightgbm.Booster
+    features: list[str]
+    best_iteration: int
+    valid_ndcg: float | None
+    importances: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def score(self, frame: pl.DataFrame) -> np.ndarray:
+        x = frame.select(self.features).cast(pl.Float32).to_numpy()
+        out: np.ndarray = self.booster.predict(x, num_iteration=self.best_iteration or None)
+        return out
+
+    def save(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self.booster.save_model(str(path / "ranker.txt"), num_iteration=self.best_iteration or None)
+        (path / "ranker.json").write_text(
+            json.dumps(
+                {
+                    "features": self.features,
+                    "best_iteration": self.best_iteration,
+                    "valid_ndcg": self.valid_ndcg,
+                    "importances": self.importances,
+                },
+                indent=1,
+            )
+        )
+
+    @classmethod
+    def load(cls, path: Path) -> TrainedRanker:
+        import lightgbm as lgb
+
+        meta = json.loads((path / "ranker.json").read_text())
+        booster = lgb.Booster(model_file=str(path / "ranker.txt"))
+        return cls(booster, meta["features"], 0, meta["valid_ndcg"], meta["importances"])
+
+
+def _groups(frame: pl.DataFrame) -> np.ndarray:
+    """Group sizes of a frame sorted by user (LightGBM wants contiguous groups)."""
+    sizes = frame.group_by("user_id", maintain_order=True).len()["len"].to_numpy()
+    return sizes
+
+
+def train_ranker(
+    train: pl.DataFrame, valid: pl.DataFrame | None, features: list[str], params: LGBMParams, seed: int
+) -> TrainedRanker:
+    """Fit LambdaRank on ``train`` (rows sorted by user, a ``label`` column), early-stopped on ``valid``."""
+    import lightgbm as lgb
+
+    model = lgb.LGBMRanker(
+        objective="lambdarank",
+        n_estimators=params.n_estimators,
+        learning_rate=params.learning_rate,
+        num_leaves=params.num_leaves,
+        min_child_samples=params.min_child_samples,
+        colsample_bytree=params.colsample_bytree,
+        subsample=params.subsample,
+        subsample_freq=1,
+        reg_lambda=params.reg_lambda,
+        lambdarank_truncation_level=params.truncation_level,
+        random_state=seed,
+        deterministic=True,
+        force_row_wise=True,
+        n_jobs=params.threads or _cores(),
+        verbose=-1,
+    )
+    x = train.select(features).cast(pl.Float32).to_numpy()
+    y = train[LABEL].to_numpy()
+    fit_kw: dict[str, Any] = {"group": _groups(train), "feature_name": features}
+    if valid is not None and valid.height:
+        vx, vy = valid.select(features).cast(pl.Float32).to_numpy(), valid[LABEL].to_numpy()
+        # LightGBM 4.7 renamed eval_set to eval_X / eval_y; older versions only know eval_set
+        new_api = "eval_X" in inspect.signature(model.fit).parameters
+        fit_kw |= {
+            **({"eval_X": (vx,), "eval_y": (vy,)} if new_api else {"eval_set": [(vx, vy)]}),
+            "eval_group": [_groups(valid)],
+            "eval_at": [params.eval_at],
+            "callbacks": [lgb.early_stopping(params.early_stopping, verbose=False)],
+        }
+    model.fit(x, y, **fit_kw)
+    booster = model.booster_
+    best = int(model.best_iteration_ or 0)
+    valid_ndcg = None
+    if valid is not None and valid.height and model.best_score_:
+        valid_ndcg = float(next(iter(model.best_score_["valid_0"].values())))
+    gain = booster.feature_importance(importance_type="gain", iteration=best or None)
+    split = booster.feature_importance(importance_type="split", iteration=best or None)
+    total = float(gain.sum()) or 1.0
+    importances = {
+        f: {"gain_share": round(float(g) / total, 6), "splits": int(s)}
+        for f, g, s in sorted(zip(features, gain, split, strict=True), key=lambda t: -t[1])
+    }
+    return TrainedRanker(booster, features, best, valid_ndcg, importances)
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
