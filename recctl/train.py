@@ -46,6 +46,10 @@ def run_train(
         raise DataError(
             "the warehouse has no item events to train on", hint="run `recctl ingest events` first"
         )
+    from recctl.prepare import prepare
+
+    cleaned = prepare(events, cfg.prepare)  # [prepare]: the same clean-up `recctl prepare` reports
+    events = cleaned.events
     run_id = runs.new_run_id()
     cfg.runs_dir.mkdir(parents=True, exist_ok=True)
     staging = runs.staging_path(cfg.runs_dir, run_id)
@@ -84,6 +88,7 @@ def run_train(
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "recctl_version": __version__,
             "models": models,
+            "prepare": cleaned.as_dict(),
             "data": {
                 "events": events.height,
                 "users": events["user_id"].n_unique(),

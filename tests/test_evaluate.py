@@ -232,3 +232,15 @@ def test_stage_one_candidate_recall(cli: CliRunner, shop: Path, tmp_path: Path) 
     assert plain["models"]["popular"]["metrics"] == pytest.approx(
         res["models"]["popular"]["metrics"], rel=1e-12
     )
+
+
+def test_train_runs_the_prepare_filters(cli: CliRunner, shop: Path, tmp_path: Path) -> None:
+    """`recctl train` cleans the events with [prepare] first and records what each filter removed."""
+    f = cfg_file(shop, tmp_path, '[[candidates]]\nname = "pop"\nkind = "popular"\n')
+    f.write_text(f.read_text().replace("[evaluate]", "[prepare]\nmin_user_events = 80\n\n[evaluate]"))
+    r = cli("--json", "--config", f, "train", "--no-ranker")
+    assert r.code == 0, r.stderr
+    prep = r.json["prepare"]
+    removed = {x["filter"]: x["events_removed"] for x in prep["filters"]}
+    assert removed["min_counts"] > 0 and prep["events_after"] == r.json["data"]["events"]
+    assert prep["events_before"] - prep["events_after"] == sum(removed.values())
