@@ -192,3 +192,35 @@ def test_point_in_time_no_leak(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(D, "label_split", leaky)
     leaked = valid_ndcg()
     assert honest < 0.35 and leaked > 0.9, (honest, leaked)
+
+
+def test_rules_apply_after_ranking_and_explain() -> None:
+    """[rules] run on the ranked list: a brand boost lifts Zeta items past Acme items that outscored them
+    and says so; an out-of-stock item never appears; bought items stay out."""
+    from recctl.config import RulesConfig
+    from tests.contract import tiny_catalog, tiny_shop
+
+    rules = RulesConfig.model_validate(
+        {"business": [{"name": "zeta-week", "action": "boost", "brands": ["Zeta"], "factor": 1000.0}]}
+    )
+    catalog = tiny_catalog().with_columns(in_stock=pl.col("item_id") != "y")
+    params = {**TestPipeline.params, "rules": rules.model_dump(mode="json")}
+    pipe = build_model(CandidateSpec(name="ranked", kind="pipeline", params=params))
+    pipe.fit(tiny_shop(), seed=3, items=catalog)
+    recs = pipe.for_users(pl.Series(["u5", "u0"]), 4, explain=True)  # type: ignore[call-arg]
+    assert "y" not in recs["item_id"].to_list()
+    u5 = recs.filter(pl.col("user_id") == "u5").sort("rank")
+    brand = dict(zip(catalog["item_id"], catalog["brand"], strict=True))
+    assert all(
+        ("boost: zeta-week" in r) == (brand[i] == "Zeta")
+        for i, r in zip(u5["item_id"], u5["rules"], strict=True)
+    )
+    # without the rules p0 and a outrank both Zeta items for u5; boosted, x and z pass them
+    plain = pipe.for_users(pl.Series(["u5"]), 8, explain=False)  # type: ignore[call-arg]
+    pipe.rules = None  # type: ignore[attr-defined]
+    unboosted = pipe.for_users(pl.Series(["u5"]), 8)["item_id"].to_list()
+    assert unboosted.index("p0") < unboosted.index("x") and unboosted.index("a") < unboosted.index("z")
+    assert {"x", "z"} <= set(u5["item_id"]) and not {"p0", "a"} & set(u5["item_id"])
+    assert "rules" not in plain.columns
+    # u0 bought c: excluded by the default exclude_bought
+    assert "c" not in recs.filter(pl.col("user_id") == "u0")["item_id"].to_list()

@@ -39,6 +39,7 @@ def pipeline_spec(
         "label_window": r.label_window,
         "target_events": list(cfg.evaluate.target_events),
         "filter_seen": cfg.evaluate.filter_seen,
+        "rules": cfg.rules.model_dump(mode="json"),
         **r.params,
         "generators": [g.model_dump() for g in gens],
     }

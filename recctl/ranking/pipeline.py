@@ -54,6 +54,8 @@ class PipelineParams(Params):
     valid_share: float = Field(0.15, ge=0, lt=1)  # of them, for early stopping
     chunk_users: int = Field(4000, ge=1)  # users ranked at once (bounds memory)
     lgbm: LGBMParams = Field(default_factory=LGBMParams)
+    # [rules] (recctl.config.RulesConfig as a dict) applied after ranking; None = none
+    rules: dict[str, Any] | None = None
 
 
 class Pipeline:
@@ -67,6 +69,10 @@ class Pipeline:
         self.ranker: TrainedRanker | None = None
         self.features: Any = None  # recctl.features.FeatureSet as of the end of training
         self.info: dict[str, Any] = {}
+        self.rules: Any = None  # RulesConfig
+        self.history = pl.DataFrame()  # the events the rules look at (purchases, hidden items, views)
+        self.catalog = pl.DataFrame()  # the items the rules look at (stock, brand, category, price)
+        self.as_of: datetime | None = None
 
     @classmethod
     def from_spec(cls, spec: Any) -> Pipeline:
@@ -114,6 +120,8 @@ class Pipeline:
         final |= self._fit_generators(train, seed, items, "final", missing)
         self.generators = {g.name: final[g.name] for g in p.generators}
         self.features = self._feature_set(train, items, _after(train))
+        self.as_of = _after(train)
+        self._keep_for_rules(train, items)
         self.info["fit_s"] = round(time.perf_counter() - t0, 3)
         log.info("%s: %s", self.name, self.info)
 
@@ -134,6 +142,18 @@ class Pipeline:
         )
         data = self._describe(data, split.history, items, split.as_of).sort("user_id", maintain_order=True)
         return split, cands, data
+
+    def _keep_for_rules(self, train: pl.DataFrame, items: pl.DataFrame | None) -> None:
+        if self.params.rules is None:
+            return
+        from recctl.config import RulesConfig
+
+        self.rules = RulesConfig.model_validate(self.params.rules)
+        types = ["purchase", *self.rules.hide_event_types]
+        if self.rules.exclude_viewed_times:
+            types.append("view")
+        self.history = train.filter(pl.col("event_type").is_in(types))
+        self.catalog = items if items is not None else pl.DataFrame({"item_id": train["item_id"].unique()})
 
     def _fit_generators(
         self, events: pl.DataFrame, seed: int, items: pl.DataFrame | None, stage: str,
@@ -170,7 +190,24 @@ class Pipeline:
 
     # ------------------------------------------------------------------------------------ recommend
 
-    def for_users(self, users: pl.Series, n: int, *, exclude: pl.DataFrame | None = None) -> pl.DataFrame:
+    def _finish(self, scored: pl.DataFrame, n: int, explain: bool) -> pl.DataFrame:
+        """The top ``n`` per user after the rules (with their ``rules`` labels when ``explain``)."""
+        if self.rules is None or self.as_of is None:
+            return rank_top(scored, n, None)
+        from recctl.rules import apply
+
+        ranked = scored.sort(["user_id", "score", "item_id"], descending=[False, True, False])
+        final = apply(
+            ranked, history=self.history, items=self.catalog, cfg=self.rules, now=self.as_of, k=n
+        ).frame
+        cols = ["user_id", "item_id", "score", "rank", *(["rules"] if explain else [])]
+        return final.select(cols).with_columns(pl.col("score").fill_null(0.0), pl.col("rank").cast(pl.Int32))
+
+    def for_users(
+        self, users: pl.Series, n: int, *, exclude: pl.DataFrame | None = None, explain: bool = False
+    ) -> pl.DataFrame:
+        """Each user's ``n`` best items after ranking and the rules; ``explain`` adds the ``rules`` that
+        touched each item (boosts, pins, repurchase windows, diversity moves)."""
         if self.ranker is None or n < 1:
             return pl.DataFrame(schema={"user_id": pl.String, "item_id": pl.String, "score": pl.Float64,
                                         "rank": pl.Int32})  # fmt: skip
@@ -188,7 +225,7 @@ class Pipeline:
             scored = described.select("user_id", "item_id").with_columns(
                 score=pl.Series(self.ranker.score(described), dtype=pl.Float64)
             )
-            out.append(rank_top(scored, n, None))
+            out.append(self._finish(scored, n, explain))
         if not out:
             return self.for_users(pl.Series([], dtype=pl.String), 0)
         return pl.concat(out)
@@ -201,6 +238,12 @@ class Pipeline:
         (path / "training.json").write_text(json.dumps(self.info, indent=1, default=str))
         if self.ranker is not None:
             self.ranker.save(path)
+        if self.rules is not None:
+            self.history.write_parquet(path / "rules_history.parquet")
+            self.catalog.write_parquet(path / "rules_catalog.parquet")
+            (path / "rules.json").write_text(
+                json.dumps({"as_of": self.as_of.isoformat() if self.as_of else None}, indent=1)
+            )
         for name, gen in self.generators.items():
             gen.save(path / "generators" / name)
         if self.features is not None:
@@ -224,6 +267,14 @@ class Pipeline:
         pipe.info = json.loads((path / "training.json").read_text())
         if (path / "ranker.txt").exists():
             pipe.ranker = TrainedRanker.load(path)
+        if (path / "rules.json").exists() and pipe.params.rules is not None:
+            from recctl.config import RulesConfig
+
+            pipe.rules = RulesConfig.model_validate(pipe.params.rules)
+            pipe.history = pl.read_parquet(path / "rules_history.parquet")
+            pipe.catalog = pl.read_parquet(path / "rules_catalog.parquet")
+            as_of = json.loads((path / "rules.json").read_text())["as_of"]
+            pipe.as_of = datetime.fromisoformat(as_of) if as_of else None
         for spec in pipe.params.generators:
             pipe.generators[spec.name] = load_generator(
                 spec.kind, path / "generators" / spec.name, spec.name, spec.params
