@@ -35,7 +35,9 @@ class LGBMParams(BaseModel):
     eval_at: int = Field(10, ge=1)  # early stopping watches ndcg@eval_at on the validation users
     early_stopping: int = Field(30, ge=1)  # rounds without improvement
     truncation_level: int = Field(30, ge=1)  # lambdarank_truncation_level
-    threads: int = Field(0, ge=0)  # 0 = every core
+    # LightGBM threads, 0 = every core. One by default, as for torch: on a shared 2-core machine two
+    # threads trained the sample shop's ranker in 7.8 s (21 s under heavier load) against 4.6 s with one.
+    threads: int = Field(1, ge=0)
 
 
 @dataclass
