@@ -244,3 +244,36 @@ def test_train_runs_the_prepare_filters(cli: CliRunner, shop: Path, tmp_path: Pa
     removed = {x["filter"]: x["events_removed"] for x in prep["filters"]}
     assert removed["min_counts"] > 0 and prep["events_after"] == r.json["data"]["events"]
     assert prep["events_before"] - prep["events_after"] == sum(removed.values())
+
+
+def test_killed_train_leaves_the_promoted_run(cli: CliRunner, shop: Path, tmp_path: Path) -> None:
+    """kill -9 in the middle of a real `recctl train` process: the promoted run stays live and intact,
+    the half-built folder is never listed as a run, and the next train works."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    good = cfg_file(shop, tmp_path, '[[candidates]]\nname = "pop"\nkind = "popular"\n')
+    first = cli("--json", "--config", good, "train").json["run_id"]
+    runs = tmp_path / "runs"
+    before = sorted(p.name for p in (runs / first).rglob("*"))
+    slow = tmp_path / "slow.toml"  # (cfg_file writes recctl.toml: the good config stays as it is)
+    slow.write_text(good.read_text().split("[[candidates]]")[0] + '[[candidates]]\nname = "seq"\n'
+                    'kind = "sasrec"\nparams = { epochs = 200, patience = 200, max_len = 20 }\n')  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "recctl", "--config", str(slow), "train"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not [p for p in runs.iterdir() if p.name.startswith(".tmp-")]:
+        assert proc.poll() is None and time.monotonic() < deadline, "train ended before it could be killed"
+        time.sleep(0.2)
+    time.sleep(1.0)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert (runs / "PROMOTED").read_text().strip() == first
+    assert sorted(p.name for p in (runs / first).rglob("*")) == before
+    assert [r["run_id"] for r in cli("--json", "--config", good, "runs", "list").json] == [first]
+    again = cli("--json", "--config", good, "train")
+    assert again.code == 0 and (runs / "PROMOTED").read_text().strip() == again.json["run_id"]
