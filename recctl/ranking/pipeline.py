@@ -48,8 +48,11 @@ class PipelineParams(Params):
     target_events: list[str] = Field(default_factory=lambda: ["purchase"])  # temporal labels
     filter_seen: bool = True  # candidates never include what the user already interacted with
     features: bool = True  # the feature store's user / item / pair features besides the candidates'
-    hard_rank: int = Field(30, ge=0)  # negatives ranked this high by any generator are always kept
-    negatives: int = Field(100, ge=1)  # negatives per user in the training groups
+    # negatives per user in the training groups: a uniform sample of the user's unlabelled candidates, so
+    # that training sees the candidates as ranking will (keeping the generators' top ranks first made the
+    # negatives look better than the positives and the ranker learned to promote low-ranked items)
+    negatives: int = Field(200, ge=1)
+    hard_rank: int = Field(0, ge=0)  # > 0: negatives some generator ranked this high are always kept
     max_users: int = Field(30_000, ge=0)  # labelled users sampled for training (0 = all)
     valid_share: float = Field(0.15, ge=0, lt=1)  # of them, for early stopping
     chunk_users: int = Field(4000, ge=1)  # users ranked at once (bounds memory)
