@@ -325,3 +325,35 @@ def test_prepare_defaults_keep_the_sample_shop_and_dry_run_writes_nothing(
 def test_prepare_needs_a_warehouse(cli: CliRunner, tmp_path: Path) -> None:
     r = cli("--warehouse", tmp_path / "none.duckdb", "prepare", "--dry-run")
     assert r.code == 2 and "no warehouse" in r.stderr
+
+
+def test_evaluate_cleans_the_training_view_only_and_keeps_what_users_saw() -> None:
+    """`recctl evaluate` runs [prepare] on the split's training view: a bot's training events go, but its
+    purchases after the cutoff stay targets, and the items it touched stay "seen" (filtered from its list)."""
+    from recctl.config import RecctlConfig
+    from recctl.evaluate.runner import Options, make_split
+
+    day = 86400.0
+    rows = _burst("bot", 40, 0, 20)  # 40 views in 13 minutes, before the cutoff
+    rows += _burst("bot", 30, 3 * day, 20)  # another burst after the cutoff: test period, never cleaned
+    rows += [("bot", "p7", "purchase", 3 * day + 900, "bot-s")]
+    rows += [*_burst("human", 6, 0, 3600), ("human", "p3", "purchase", 3 * day, "h-s")]
+    ev = frame(rows).sort("user_id", "ts")
+    conf = RecctlConfig.model_validate(
+        {
+            "prepare": {**OFF, "bots": True, "bot_max_events_per_hour": 30},
+            "evaluate": {"protocol": "temporal"},
+        }
+    )
+    opts = Options.from_config(conf)
+    split = make_split(ev, conf, opts, cutoff=(T0 + timedelta(days=2)).isoformat())
+    raw = make_split(ev, RecctlConfig(), Options.from_config(RecctlConfig(), protocol="temporal"),
+                     cutoff=(T0 + timedelta(days=2)).isoformat())  # fmt: skip
+    assert set(split.train["user_id"]) == {"human"}
+    assert split.train.height == 6 and raw.train.height == 46
+    assert split.test.equals(raw.test) and set(split.test["user_id"]) == {"bot", "human"}
+    assert split.seen().sort("user_id", "item_id").equals(raw.seen().sort("user_id", "item_id"))
+    states = dict(split.visitor_states().iter_rows())
+    assert states == {"bot": "returning", "human": "returning"}
+    assert split.info["prepare"]["events_removed"] == 40
+    assert raw.info["prepare"]["events_removed"] == 0

@@ -30,6 +30,9 @@ def render_evaluation(result: dict[str, Any], c: Console) -> None:
         f"{'seen items filtered' if s['filter_seen'] else 'seen items kept'} · {s['ranking']} · "
         f"{d['test_users']:,} test users, {d['test_targets']:,} targets, {d['train_events']:,} training events"
     )
+    removed = (d.get("prepare") or {}).get("events_removed")
+    if removed:
+        c.print(f"[prepare] removed {removed:,} training events before fitting (targets are never cleaned)")
     k0 = s["ks"][0]
     cols = [f"{m}@{k}" for k in s["ks"] for m in ("recall", "ndcg")]
     cols += [f"mrr@{k0}", f"map@{k0}", f"coverage@{k0}", f"novelty@{k0}"]

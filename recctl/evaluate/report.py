@@ -296,6 +296,12 @@ def _method_box(result: Mapping[str, Any]) -> str:
         f"<b>Ranking:</b> every model ranks the <i>whole</i> catalog ({escape(catalog)} items) for every test "
         "user — full ranking, never sampled negatives",
     ]
+    prep = _dict(d.get("prepare"))
+    if prep:
+        items.append(
+            f"<b>Clean-up ([prepare]) of the training view only:</b> {escape(_count(prep.get('events_removed')))} "
+            f"of {escape(_count(prep.get('events_before')))} training events removed; targets never cleaned"
+        )
     labels = [
         ("train_events", "train events"),
         ("train_users", "train users"),

@@ -6,7 +6,7 @@ Every number carries the protocol that produced it (``settings`` and ``data`` in
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,6 +60,21 @@ def baseline_specs(cfg: RecctlConfig) -> list[CandidateSpec]:
 
 
 def make_split(
+    events: pl.DataFrame, cfg: RecctlConfig, opts: Options, *, cutoff: str | None = None,
+    files: tuple[pl.DataFrame, pl.DataFrame] | None = None,
+) -> Split:  # fmt: skip
+    """The protocol's split, then [prepare] over its training view only (as `recctl train` cleans the
+    events it trains on); the targets are never cleaned. ``split.info["prepare"]`` holds the report."""
+    from recctl.prepare import prepare
+
+    split = _split(events, cfg, opts, cutoff=cutoff, files=files)
+    cleaned = prepare(split.train, cfg.prepare)
+    valid = None if split.valid_train is None else prepare(split.valid_train, cfg.prepare).events
+    info = {**split.info, "prepare": cleaned.as_dict()}
+    return replace(split, train=cleaned.events, valid_train=valid, raw_train=split.train, info=info)
+
+
+def _split(
     events: pl.DataFrame, cfg: RecctlConfig, opts: Options, *, cutoff: str | None = None,
     files: tuple[pl.DataFrame, pl.DataFrame] | None = None,
 ) -> Split:  # fmt: skip

@@ -32,14 +32,22 @@ class Split:
     valid_train: pl.DataFrame | None = None  # leave-one-out: training for the validation targets
     cutoff: datetime | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    # the training view before [prepare] cleaned it: what users really saw and did (None: not cleaned)
+    raw_train: pl.DataFrame | None = None
 
     def seen(self) -> pl.DataFrame:
-        """(user_id, item_id) pairs in training: what "filter seen items" removes."""
-        return self.train.select("user_id", "item_id").unique()
+        """(user_id, item_id) pairs in training: what "filter seen items" removes. Taken from the raw
+        training view: an item a user touched stays seen even when the clean-up dropped that event."""
+        return (
+            (self.raw_train if self.raw_train is not None else self.train)
+            .select("user_id", "item_id")
+            .unique()
+        )
 
     def visitor_states(self) -> pl.DataFrame:
         """Each test user's state at the split: new (no history), returning (no purchase yet), buyer."""
-        hist = self.train.group_by("user_id").agg(buyer=(pl.col("event_type") == "purchase").any())
+        train = self.raw_train if self.raw_train is not None else self.train
+        hist = train.group_by("user_id").agg(buyer=(pl.col("event_type") == "purchase").any())
         return (
             self.test.select("user_id")
             .unique()
