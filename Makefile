@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATASETS ?= ../shared/datasets
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: install demo test test-real test-all bench bench-quality lint format clean
+.PHONY: install demo test test-real test-all bench bench-quality bench-train lint format clean
 
 install: $(STAMP)
 
@@ -42,6 +42,10 @@ bench: $(STAMP)
 # offline quality on the public datasets (needs ../shared/datasets): benchmarks/results/quality.json
 bench-quality: $(STAMP)
 	RECCTL_DATASETS="$(DATASETS)" $(BIN)/python benchmarks/quality.py
+
+# recctl train (generators + ranker) on Complete Journey: wall time and peak memory, results/train.json
+bench-train: $(STAMP)
+	RECCTL_DATASETS="$(DATASETS)" $(BIN)/python benchmarks/train.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -219,9 +219,12 @@ def log(msg: str) -> None:
 # --------------------------------------------------------------------------- helpers (as in ingest.py)
 
 
-def run_child(argv: list[str], tag: str, *, env: dict[str, str] | None = None) -> Child:
-    """Run one child to completion; its peak RSS (MiB) and CPU time from ``os.wait4`` on its pid."""
-    out_path, err_path = WORK / f"{tag}.out", WORK / f"{tag}.err"
+def run_child(
+    argv: list[str], tag: str, *, env: dict[str, str] | None = None, work: Path | None = None
+) -> Child:
+    """Run one child to completion; its peak RSS (MiB) and CPU time from ``os.wait4`` on its pid.
+    Its stdout and stderr go through files in ``work`` (default: this benchmark's scratch folder)."""
+    out_path, err_path = (work or WORK) / f"{tag}.out", (work or WORK) / f"{tag}.err"
     try:
         with out_path.open("wb") as out, err_path.open("wb") as err:
             t0 = time.perf_counter()
@@ -348,7 +351,8 @@ def child_main(spec_path: Path) -> int:
 # --------------------------------------------------------------------------- the parent
 
 
-def ingest(ds: Dataset, wh: Path, data_dir: Path) -> DatasetRun:
+def ingest(ds: Dataset, wh: Path, data_dir: Path, *, work: Path | None = None) -> DatasetRun:
+    """A fresh warehouse ``wh`` filled with the dataset's files by ``recctl ingest`` subprocesses."""
     run = DatasetRun(ds.name)
     remove_db(wh)
     for load in ds.loads:
@@ -365,7 +369,7 @@ def ingest(ds: Dataset, wh: Path, data_dir: Path) -> DatasetRun:
             "--mapping",
             str(MAPPINGS / f"{load.mapping}.toml"),
         ]
-        child = run_child(argv, f"{ds.name}-ingest", env=recctl_env())
+        child = run_child(argv, f"{ds.name}-ingest", env=recctl_env(), work=work)
         if child.code != 0:
             raise BenchError(
                 f"{ds.name}: ingest of {load.file} failed (exit {child.code}):\n{child.stderr.strip()}"
