@@ -304,6 +304,51 @@ class RulesConfig(Strict):
         return v
 
 
+VisitorState = Literal["new", "returning", "signed_in", "buyer"]
+Strategy = Literal["trending", "personalized", "session"]
+
+
+class StrategiesConfig(Strict):
+    """What each visitor state gets (recctl/serving/states.py decides the state from the data):
+    trending (popular items, in the context's category when there is one), personalized (the promoted
+    run's pipeline), session (the visitor's recent events through the sequence model and co-occurrence)."""
+
+    new: Strategy = "trending"
+    returning: Strategy = "session"
+    signed_in: Strategy = "personalized"
+    buyer: Strategy = "personalized"
+
+
+class ServingConfig(Strict):
+    """``[serving]``: `recctl recommend`, `rerank`, `segments` and the online store (recctl/serving/)."""
+
+    k: int = Field(10, ge=1, le=1000)  # list length when --k is not given
+    # the online store (`recs`, filled by `recommend --all`) answers a user when its rows come from the
+    # promoted run and are younger than max_age; otherwise the pipeline ranks on the fly
+    max_age: str = "1d"
+    strategies: StrategiesConfig = StrategiesConfig()
+    # over-personalization guard: a visitor who touched fewer than min_items distinct items gets a blend
+    # in which trending_share of the slots go to trending items, under a cap of max_per_category per
+    # category; above it, lists are personalized (still under [rules] diversity)
+    min_items: int = Field(3, ge=0)
+    trending_share: float = Field(0.5, ge=0, le=1)
+    max_per_category: int = Field(3, ge=0)
+    # `recommend --item P --strategy similar`: weight of content (TF-IDF) against collaborative similarity
+    similar_content_weight: float = Field(0.5, ge=0, le=1)
+    # `rerank`: default impact of the user's affinities, 0 (order unchanged) … 100 (affinity only)
+    rerank_impact: int = Field(50, ge=0, le=100)
+    segments_file: Path = Path("configs/segments.toml")
+    # `recommend --all`: users per chunk and worker processes
+    batch_chunk_users: int = Field(2000, ge=1)
+    batch_workers: int = Field(1, ge=1)
+
+    @field_validator("max_age")
+    @classmethod
+    def _age(cls, v: str) -> str:
+        parse_duration(v)
+        return v
+
+
 class RecctlConfig(Strict):
     seed: int = Field(42, description="root seed; every random component derives its own from it")
     warehouse: WarehouseConfig = WarehouseConfig()
@@ -315,6 +360,7 @@ class RecctlConfig(Strict):
     evaluate: EvaluateConfig = EvaluateConfig()
     rules: RulesConfig = RulesConfig()
     prepare: PrepareConfig = PrepareConfig()
+    serving: ServingConfig = ServingConfig()
 
     def resolved(self) -> dict[str, Any]:
         """The config as plain JSON-able data (what `recctl status --config` prints and runs save)."""

@@ -151,6 +151,26 @@ EVAL_RUNS_COLUMNS: tuple[Column, ...] = (
 )
 
 
+#: The online store: each user's precomputed top-K (``recctl recommend --all``), answered by ``--user``.
+RECS_COLUMNS: tuple[Column, ...] = (
+    Column("user_id", "VARCHAR", "customer id"),
+    Column("rank", "INTEGER", "1-based"),
+    Column("item_id", "VARCHAR", ""),
+    Column("score", "DOUBLE", "the final score (ranker or generator)"),
+    Column("reason", "VARCHAR", "one human reason, e.g. 'bought together with Linen shirt'"),
+    Column("sources", "VARCHAR[]", "the generators that proposed the item"),
+    Column("run_id", "VARCHAR", "the model run that produced the row"),
+    Column("created_at", "TIMESTAMP", "UTC; freshness is judged on it"),
+)
+
+#: Segment membership (``recctl segments apply``): one row per (user, segment) at the last apply.
+SEGMENT_MEMBERS_COLUMNS: tuple[Column, ...] = (
+    Column("user_id", "VARCHAR", "customer id"),
+    Column("segment", "VARCHAR", "segment name from configs/segments.toml"),
+    Column("applied_at", "TIMESTAMP", "UTC, when membership was materialized"),
+)
+
+
 def event_key_sql() -> str:
     """SQL for an event's identity over the canonical columns (in the stage and in ``events`` alike).
 

@@ -30,10 +30,18 @@ def _v3() -> list[str]:
     return [schema.create_table_sql("eval_runs", schema.EVAL_RUNS_COLUMNS)]
 
 
+def _v4() -> list[str]:
+    return [
+        schema.create_table_sql("recs", schema.RECS_COLUMNS),
+        schema.create_table_sql("segment_members", schema.SEGMENT_MEMBERS_COLUMNS),
+    ]
+
+
 MIGRATIONS: list[Migration] = [
     (1, "events, items, users, ingest manifest and rejects", _v1),
     (2, "recctl_meta (event key probe)", _v2),
     (3, "eval_runs (every evaluation result row)", _v3),
+    (4, "recs (the online store) and segment_members", _v4),
 ]
 LATEST = MIGRATIONS[-1][0]
 
