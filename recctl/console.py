@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -72,12 +73,13 @@ class Output:
 
     def warn(self, message: str) -> None:
         if not self.quiet:
-            self.err.print(f"[yellow]warning:[/] {message}")
+            self.err.print(f"[yellow]warning:[/] {escape(message)}")
 
     def error(self, message: str, hint: str | None = None) -> None:
-        self.err.print(f"[bold red]recctl: error:[/] {message}", soft_wrap=True)
+        # messages name config sections ("[[candidates]]", "[ranker]"): never read them as markup
+        self.err.print(f"[bold red]recctl: error:[/] {escape(message)}", soft_wrap=True)
         if hint:
-            self.err.print(f"  [dim]hint:[/] {hint}", soft_wrap=True)
+            self.err.print(f"  [dim]hint:[/] {escape(hint)}", soft_wrap=True)
 
     @contextmanager
     def progress(self, total: float | None, description: str) -> Iterator[Callable[..., None]]:

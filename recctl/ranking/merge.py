@@ -60,3 +60,24 @@ def merge(parts: list[pl.DataFrame], names: list[str]) -> pl.DataFrame:
         c_best_rank=pl.min_horizontal(ranks).cast(pl.Float32),
         c_rrank_sum=pl.sum_horizontal([(1.0 / r).fill_null(0.0) for r in ranks]).cast(pl.Float32),
     ).sort("user_id", "item_id")
+
+
+def source_names(names: list[str]) -> pl.Expr:
+    """Over :func:`merge`'s output (its ``c_<name>_rank`` columns), the names of the generators that proposed the item,
+    the one that ranked it highest first (ties in ``names`` order): the ``sources`` of an explanation."""
+    if not names:
+        return pl.lit([], dtype=pl.List(pl.String))
+    ranks = [pl.col(f"{column_stem(n)}_rank").cast(pl.Float64) for n in names]
+    # rank × len(names) + position keeps the order stable; missing ranks sort last and are dropped
+    keyed = [
+        pl.when(r.is_not_null()).then(pl.concat_str(
+            (r * len(names) + i).cast(pl.Int64).cast(pl.String).str.zfill(12), pl.lit("\x1f" + n)
+        ))
+        for i, (n, r) in enumerate(zip(names, ranks, strict=True))
+    ]  # fmt: skip
+    return (
+        pl.concat_list(keyed)
+        .list.drop_nulls()
+        .list.sort()
+        .list.eval(pl.element().str.split("\x1f").list.last())
+    )

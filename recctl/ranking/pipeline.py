@@ -18,6 +18,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -27,7 +28,7 @@ from pydantic import Field
 
 from recctl.candidates.base import CandidateGenerator, Params, build, rank_top
 from recctl.ranking import dataset as D
-from recctl.ranking.merge import candidate_columns, propose
+from recctl.ranking.merge import candidate_columns, propose, source_names
 from recctl.ranking.ranker import LABEL, LGBMParams, TrainedRanker, train_ranker
 from recctl.seeds import derive_seed
 
@@ -203,19 +204,37 @@ class Pipeline:
         final = apply(
             ranked, history=self.history, items=self.catalog, cfg=self.rules, now=self.as_of, k=n
         ).frame
-        cols = ["user_id", "item_id", "score", "rank", *(["rules"] if explain else [])]
+        cols = ["user_id", "item_id", "score", "rank", *(["rules", "sources"] if explain else [])]
         return final.select(cols).with_columns(pl.col("score").fill_null(0.0), pl.col("rank").cast(pl.Int32))
 
     def for_users(
         self, users: pl.Series, n: int, *, exclude: pl.DataFrame | None = None, explain: bool = False
     ) -> pl.DataFrame:
         """Each user's ``n`` best items after ranking and the rules; ``explain`` adds the ``rules`` that
-        touched each item (boosts, pins, repurchase windows, diversity moves)."""
+        touched each item (boosts, pins, repurchase windows, diversity moves) and the ``sources``."""
         if self.ranker is None or n < 1:
             return pl.DataFrame(schema={"user_id": pl.String, "item_id": pl.String, "score": pl.Float64,
                                         "rank": pl.Int32})  # fmt: skip
+        out = [self._finish(scored, n, explain) for scored in self._ranked_chunks(users, n, exclude, explain)]
+        if not out:
+            return self.for_users(pl.Series([], dtype=pl.String), 0)
+        return pl.concat(out)
+
+    def rank(self, users: pl.Series, n: int, *, exclude: pl.DataFrame | None = None) -> pl.DataFrame:
+        """Every merged candidate of ``users`` scored by the ranker, before any rule: user_id, item_id,
+        score, ``sources`` (the generators that proposed it, best rank first), sorted by user then score.
+        Each generator proposes ``max(n, n_per_generator)``. Serving applies the current rules itself."""
+        parts = list(self._ranked_chunks(users, n, exclude, True))
+        if not parts:
+            return pl.DataFrame(schema={"user_id": pl.String, "item_id": pl.String, "score": pl.Float64,
+                                        "sources": pl.List(pl.String)})  # fmt: skip
+        return pl.concat(parts)
+
+    def _ranked_chunks(
+        self, users: pl.Series, n: int, exclude: pl.DataFrame | None, sources: bool
+    ) -> Iterator[pl.DataFrame]:
+        assert self.ranker is not None
         todo = users.unique().sort().cast(pl.String)
-        out = []
         for lo in range(0, todo.len(), self.params.chunk_users):
             chunk = todo.slice(lo, self.params.chunk_users)
             ex = (
@@ -228,10 +247,10 @@ class Pipeline:
             scored = described.select("user_id", "item_id").with_columns(
                 score=pl.Series(self.ranker.score(described), dtype=pl.Float64)
             )
-            out.append(self._finish(scored, n, explain))
-        if not out:
-            return self.for_users(pl.Series([], dtype=pl.String), 0)
-        return pl.concat(out)
+            if sources:
+                src = cands.select("user_id", "item_id", sources=source_names(list(self.generators)))
+                scored = scored.join(src, on=["user_id", "item_id"], how="left")
+            yield scored.sort(["user_id", "score", "item_id"], descending=[False, True, False])
 
     # ------------------------------------------------------------------------------- save and load
 

@@ -54,7 +54,9 @@ def visitor(con: duckdb.DuckDBPyConnection, user_id: str) -> Visitor:
     """One visitor's state from the warehouse (two indexed-by-scan queries; no polars: the fast path)."""
     where = f"AND {_KEY} = ?"
     rows = con.sql(_PER_USER.format(where=where), params=[user_id]).fetchall()
-    registered = bool(con.sql("SELECT count(*) FROM users WHERE user_id = ?", params=[user_id]).fetchall()[0][0])
+    registered = bool(
+        con.sql("SELECT count(*) FROM users WHERE user_id = ?", params=[user_id]).fetchall()[0][0]
+    )
     if not rows:
         return Visitor(user_id, _state(None, registered, 0), 0, 0)
     _, n_items, n_events, bought = rows[0]
@@ -75,7 +77,7 @@ def visitors(con: duckdb.DuckDBPyConnection, user_ids: list[str] | None = None) 
     frame = ids.join(per_user, on="user_id", how="left").join(
         registered.with_columns(registered=pl.lit(True)), on="user_id", how="left"
     )
-    return frame.select(
+    out: pl.DataFrame = frame.select(
         "user_id",
         state=pl.when(pl.col("bought").fill_null(False))
         .then(pl.lit("buyer"))
@@ -87,3 +89,4 @@ def visitors(con: duckdb.DuckDBPyConnection, user_ids: list[str] | None = None) 
         n_items=pl.col("n_items").fill_null(0).cast(pl.Int64),
         n_events=pl.col("n_events").fill_null(0).cast(pl.Int64),
     )
+    return out

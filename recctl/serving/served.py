@@ -1,0 +1,126 @@
+"""The promoted run as serving sees it: its config and meta at once, its models only when asked.
+
+``promoted(runs_dir)`` reads ``runs/PROMOTED`` and the run's meta.json (cheap: the online-store path of
+``recommend --user`` needs nothing more). ``Served.pipeline()`` loads the ranking pipeline with all its
+generators; ``Served.generator(name)`` loads one generator alone (``recommend --item`` needs only the
+co-occurrence or similarity ones). Loaded runs are cached per process, keyed by run id, so a long-lived
+caller (or the in-process latency benchmark) pays the loading once.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from recctl import runs
+from recctl.errors import ConfigError, NotTrainedError
+
+if TYPE_CHECKING:
+    from recctl.candidates.base import CandidateGenerator
+    from recctl.ranking.pipeline import Pipeline
+
+#: item-to-item relations of ``recommend --item`` → the co-occurrence mode that provides them
+RELATIONS = {"bought-together": "basket", "viewed-together": "session"}
+
+
+@dataclass
+class Served:
+    run_id: str
+    path: Path
+    config: dict[str, Any]  # the run's resolved config (config.json)
+    meta: dict[str, Any]
+    _pipeline: Pipeline | None = field(default=None, repr=False)
+    _generators: dict[str, CandidateGenerator] = field(default_factory=dict, repr=False)
+
+    # ------------------------------------------------------------------------------ what the run has
+
+    @property
+    def specs(self) -> list[dict[str, Any]]:
+        """The run's generators as config entries (name, kind, params), in config order."""
+        return list(self.config.get("candidates") or [])
+
+    @property
+    def pipeline_name(self) -> str | None:
+        for name, m in self.meta.get("models", {}).items():
+            if m.get("kind") == "pipeline":
+                return str(name)
+        return None
+
+    def names_of_kind(self, kind: str, **params: Any) -> list[str]:
+        """Names of the run's generators of ``kind`` whose params include ``params`` (defaults count:
+        a cooccur without ``mode`` is sequential)."""
+        defaults = {"cooccur": {"mode": "sequential"}}.get(kind, {})
+        out = []
+        for s in self.specs:
+            p = {**defaults, **(s.get("params") or {})}
+            if s["kind"] == kind and all(p.get(k) == v for k, v in params.items()):
+                out.append(str(s["name"]))
+        return out
+
+    def kind_of(self, name: str) -> str:
+        for s in self.specs:
+            if s["name"] == name:
+                return str(s["kind"])
+        raise ConfigError(f"the promoted run {self.run_id} has no generator {name!r}")
+
+    def params_of(self, name: str) -> dict[str, Any]:
+        for s in self.specs:
+            if s["name"] == name:
+                return dict(s.get("params") or {})
+        raise ConfigError(f"the promoted run {self.run_id} has no generator {name!r}")
+
+    # ------------------------------------------------------------------------------------- loading
+
+    def pipeline(self) -> Pipeline | None:
+        """The ranking pipeline (None when the run was trained with --no-ranker)."""
+        name = self.pipeline_name
+        if name is None:
+            return None
+        if self._pipeline is None:
+            from recctl.ranking.pipeline import Pipeline
+
+            folder = self.path / "models" / name
+            params = json.loads((folder / "params.json").read_text(encoding="utf-8"))
+            self._pipeline = Pipeline.load(folder, name, params)
+            self._generators.update(self._pipeline.generators)
+        return self._pipeline
+
+    def generator(self, name: str) -> CandidateGenerator:
+        """One generator of the run, loaded alone (from the pipeline's folder when there is one)."""
+        if name not in self._generators:
+            from recctl.candidates.base import load_generator
+
+            kind, params = self.kind_of(name), self.params_of(name)
+            pipe = self.pipeline_name
+            folder = (
+                self.path / "models" / pipe / "generators" / name if pipe else self.path / "models" / name
+            )
+            if not folder.exists():
+                raise NotTrainedError(f"the promoted run {self.run_id} has no saved model {name!r}")
+            self._generators[name] = load_generator(kind, folder, name, params)
+        return self._generators[name]
+
+    def first(self, kind: str, **params: Any) -> CandidateGenerator | None:
+        names = self.names_of_kind(kind, **params)
+        return self.generator(names[0]) if names else None
+
+
+_CACHE: dict[tuple[str, str], Served] = {}
+
+
+def promoted(runs_dir: Path) -> Served:
+    """The promoted run (cached per process); NotTrainedError when there is none."""
+    run_id = runs.promoted(runs_dir)
+    if run_id is None:
+        raise NotTrainedError(
+            f"no promoted run in {runs_dir}", hint="run `recctl train` (or `recctl runs promote ID`)"
+        )
+    key = (str(runs_dir.resolve()), run_id)
+    if key not in _CACHE:
+        path = runs.run_path(runs_dir, run_id)
+        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        _CACHE.clear()  # one promoted run at a time: a promotion frees the old one's models
+        _CACHE[key] = Served(run_id, path, config, runs.read_meta(path))
+    return _CACHE[key]

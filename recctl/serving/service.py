@@ -1,0 +1,98 @@
+"""What the ``recommend`` command calls: one function per surface, each returning its JSON document.
+
+- ``recommend_user``: the online store when fresh (no polars, no models: the fast path), else
+  ``recctl.serving.user.recommend_users`` on the fly;
+- ``recommend_item``: related items for a product page (``recctl.serving.item``);
+- ``recommend_session``: an anonymous visitor's events → in-session recommendations; no events →
+  trending for the context;
+- ``recommend_all``: the batch into the online store (``recctl.serving.store.batch``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from recctl.serving.served import promoted
+from recctl.serving.store import lookup
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+    from recctl.config import RecctlConfig
+    from recctl.warehouse import Warehouse
+
+SESSION_USER = "session:-"  # the key of the anonymous visitor of recommend --session
+
+
+def recommend_user(
+    wh: Warehouse, cfg: RecctlConfig, user_id: str, *, k: int | None = None, explain: bool = False,
+    category: str | None = None, current_item: str | None = None, live: bool = False,
+) -> dict[str, Any]:  # fmt: skip
+    """One user's list: from the online store when it is fresh and no context is given (and not
+    ``live``), else ranked now."""
+    k = k or cfg.serving.k
+    served = promoted(cfg.runs_dir)
+    if not (live or explain or category or current_item):
+        rows = lookup(wh.con, user_id, served.run_id, cfg.serving.max_age, k)
+        if rows is not None:
+            return {"user_id": user_id, "run_id": served.run_id, "state": None, "strategy": None,
+                    "source": "store", "items": rows}  # fmt: skip
+    from recctl.serving.user import as_document, load_inputs, recommend_users
+
+    inputs = load_inputs(wh.con, [user_id])
+    frame = recommend_users(wh.con, cfg, served, inputs, k, category=category, current_item=current_item)
+    return as_document(frame, user_id, served.run_id, "live", explain)
+
+
+def recommend_item(wh: Warehouse, cfg: RecctlConfig, item_id: str, *, strategy: str = "similar",
+                   k: int | None = None) -> dict[str, Any]:  # fmt: skip
+    from recctl.data import load_items
+    from recctl.serving.item import related
+
+    return related(promoted(cfg.runs_dir), cfg, load_items(wh.con), item_id, strategy, k or cfg.serving.k)
+
+
+def recommend_session(
+    wh: Warehouse, cfg: RecctlConfig, text: str, *, k: int | None = None, explain: bool = False,
+    category: str | None = None, current_item: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """An anonymous visitor's events (JSON lines) → in-session recommendations, ranked with the
+    session's context; a visitor without events gets trending items (in ``category`` when given)."""
+    import polars as pl
+
+    from recctl.data import load_items
+    from recctl.serving.session import parse_events
+    from recctl.serving.user import Inputs, as_document, recommend_users
+
+    k = k or cfg.serving.k
+    served = promoted(cfg.runs_dir)
+    ev = parse_events(text, extra_types=tuple(cfg.ingest.extra_event_types))
+    n_items = ev["item_id"].n_unique()
+    state = "new" if ev.height == 0 else "returning"
+    visitors = pl.DataFrame(
+        {"user_id": [SESSION_USER], "state": [state], "n_items": [n_items], "n_events": [ev.height]},
+        schema={"user_id": pl.String, "state": pl.String, "n_items": pl.Int64, "n_events": pl.Int64},
+    )
+    events = ev.select(
+        user_id=pl.lit(SESSION_USER), item_id="item_id", event_type="event_type",
+        ts=pl.col("ts").fill_null(pl.datetime(1970, 1, 1)) + pl.duration(microseconds=pl.col("position")),
+    )  # fmt: skip
+    catalog = load_items(wh.con)
+    unknown = ev.join(catalog.select("item_id"), on="item_id", how="anti")["item_id"].unique().to_list()
+    cfg = cfg.model_copy(update={"serving": cfg.serving.model_copy(
+        update={"strategies": cfg.serving.strategies.model_copy(update={"returning": "session"})})})  # fmt: skip
+    frame = recommend_users(wh.con, cfg, served, Inputs(catalog, events, visitors), k, category=category,
+                            current_item=current_item)  # fmt: skip
+    doc = as_document(frame, SESSION_USER, served.run_id, "live", explain)
+    doc.pop("user_id")
+    return {"session_events": ev.height, "unknown_items": unknown, **doc}
+
+
+def recommend_all(
+    wh: Warehouse, cfg: RecctlConfig, *, k: int | None = None, out: Path | None = None,
+    progress: Callable[..., None] | None = None, on_total: Callable[[int], None] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    from recctl.serving.store import batch
+
+    return batch(wh, cfg, k=k, out=out, progress=progress, on_total=on_total)

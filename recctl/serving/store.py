@@ -1,0 +1,152 @@
+"""The online store: table ``recs`` (each user's precomputed top-K) and ``recommend --all`` that fills it.
+
+A lookup is fresh when its rows come from the promoted run and are younger than ``[serving] max_age``;
+``recommend --user`` answers from a fresh lookup and ranks on the fly otherwise. ``batch`` ranks every
+user (every user with events and every registered user) in chunks of ``batch_chunk_users``, on
+``batch_workers`` threads (each with its own DuckDB cursor; polars, LightGBM and torch release the GIL),
+and replaces the table's contents in one transaction, so readers see the old lists or the new ones.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from recctl.config import parse_duration
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import duckdb
+    import polars as pl
+
+    from recctl.config import RecctlConfig
+    from recctl.warehouse import Warehouse
+
+_COLS = ("user_id", "rank", "item_id", "score", "reason", "sources", "run_id", "created_at")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def lookup(
+    con: duckdb.DuckDBPyConnection, user_id: str, run_id: str, max_age: str, k: int
+) -> list[dict[str, Any]] | None:
+    """The user's stored top ``k`` when fresh (same run, younger than ``max_age``), else None. Plain
+    DuckDB and Python: the fast path of ``recommend --user`` imports neither polars nor the models."""
+    since = _now() - parse_duration(max_age)
+    rows = con.sql(
+        "SELECT item_id, rank, score, sources, reason FROM recs "
+        "WHERE user_id = ? AND run_id = ? AND created_at >= ? ORDER BY rank LIMIT ?",
+        params=[user_id, run_id, since, k],
+    ).fetchall()
+    if not rows:
+        return None
+    return [
+        {
+            "item_id": i,
+            "rank": int(r),
+            "score": None if s is None else round(float(s), 6),
+            "sources": list(src or []),
+            "reason": why,
+        }
+        for i, r, s, src, why in rows
+    ]
+
+
+def freshness(con: duckdb.DuckDBPyConnection, promoted: str | None, max_age: str) -> dict[str, Any]:
+    """What `recctl status` shows about the online store."""
+    rows, users, runs_, oldest, newest = con.sql(
+        "SELECT count(*), count(DISTINCT user_id), list(DISTINCT run_id), min(created_at), max(created_at) "
+        "FROM recs"
+    ).fetchall()[0]
+    age = None if newest is None else round((_now() - newest).total_seconds() / 3600.0, 2)
+    fresh = bool(
+        rows and promoted is not None and runs_ == [promoted] and age is not None
+        and age * 3600.0 <= parse_duration(max_age).total_seconds()
+    )  # fmt: skip
+    return {"rows": rows, "users": users, "run_ids": runs_ or [], "promoted_run": promoted,
+            "created_at": newest, "oldest": oldest, "age_hours": age, "max_age": max_age, "fresh": fresh}  # fmt: skip
+
+
+def batch(
+    wh: Warehouse, cfg: RecctlConfig, *, k: int | None = None, out: Path | None = None,
+    progress: Callable[..., None] | None = None, on_total: Callable[[int], None] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Rank every user into ``recs`` (and ``out`` as parquet); returns the run's report."""
+    import polars as pl
+
+    from recctl.serving.served import promoted
+    from recctl.serving.user import Inputs, load_inputs, recommend_users
+
+    t0 = time.perf_counter()
+    k = k or cfg.serving.k
+    served = promoted(cfg.runs_dir)
+    everything = load_inputs(wh.con, None)
+    users = everything.visitors["user_id"]
+    if on_total:
+        on_total(users.len())
+    size = cfg.serving.batch_chunk_users
+    chunks = [users.slice(lo, size) for lo in range(0, users.len(), size)]
+    if served.pipeline() is None:  # load the models once, before the threads share them
+        for s in served.specs:
+            served.generator(s["name"])
+    now = _now()
+
+    def one(chunk: pl.Series) -> pl.DataFrame:
+        ids = chunk.to_frame()
+        inputs = Inputs(
+            everything.catalog,
+            everything.events.join(ids, on="user_id", how="semi"),
+            everything.visitors.join(ids, on="user_id", how="semi"),
+        )
+        cur = wh.con.cursor()
+        try:
+            frame = recommend_users(cur, cfg, served, inputs, k, now=now)
+        finally:
+            cur.close()
+        if progress:
+            progress(chunk.len())
+        return frame
+
+    if cfg.serving.batch_workers > 1 and len(chunks) > 1:
+        with ThreadPoolExecutor(cfg.serving.batch_workers) as pool:
+            frames = list(pool.map(one, chunks))
+    else:
+        frames = [one(c) for c in chunks]
+    recs = pl.concat(frames) if frames else pl.DataFrame()
+    rows = recs.select(
+        "user_id", "rank", "item_id", "score", "reason", "sources",
+        run_id=pl.lit(served.run_id), created_at=pl.lit(now),
+    ) if recs.height else None  # fmt: skip
+    write(wh.con, rows)
+    if out is not None and rows is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        rows.write_parquet(out)
+    seconds = time.perf_counter() - t0
+    by_state = {} if recs.height == 0 else dict(
+        recs.group_by("state").agg(pl.col("user_id").n_unique()).sort("state").iter_rows()
+    )  # fmt: skip
+    return {"run_id": served.run_id, "users": users.len(), "rows": 0 if rows is None else rows.height, "k": k,
+            "by_state": by_state, "seconds": round(seconds, 2),
+            "users_per_s": round(users.len() / seconds, 1) if seconds > 0 else None,
+            "created_at": now, "out": str(out) if out else None}  # fmt: skip
+
+
+def write(con: duckdb.DuckDBPyConnection, rows: pl.DataFrame | None) -> None:
+    """Replace the contents of ``recs`` in one transaction (None: empty it)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("DELETE FROM recs")
+        if rows is not None and rows.height:
+            con.register("_recctl_new_recs", rows.select(list(_COLS)))
+            con.execute(f"INSERT INTO recs SELECT {', '.join(_COLS)} FROM _recctl_new_recs")
+            con.unregister("_recctl_new_recs")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise

@@ -1,0 +1,195 @@
+"""Recommendations for users: visitor state → strategy → candidates → guard → rules → reasons.
+
+``recommend_users`` is the one path for a single ``recommend --user`` answered on the fly and for the
+batch that fills the online store, so both give the same lists:
+
+1. each user's **state** (recctl/serving/states.py) picks a **strategy** from ``[serving.strategies]``:
+   ``personalized`` (the promoted run's ranking pipeline, or its first generator without a ranker),
+   ``session`` (the visitor's recent events through the sequence model and co-occurrence) or
+   ``trending`` (the run's trending list, within the context's category when one is given). A user the
+   models cannot place falls through personalized → session → trending;
+2. the **over-personalization guard**: a visitor who touched fewer than ``min_items`` distinct items
+   gets a blend in which ``trending_share`` of the slots go to trending items, at most
+   ``max_per_category`` items per category;
+3. the current **[rules]** (filters on the visitor's events up to now, business rules, diversity), plus
+   the boosts of the user's **segments** (configs/segments.toml);
+4. one **reason** per item (recctl/serving/explain.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from recctl.serving import explain
+from recctl.serving.session import CANDIDATE_SCHEMA, MAX_ITEMS, session_candidates, trending
+
+if TYPE_CHECKING:
+    import duckdb
+
+    from recctl.config import RecctlConfig, RulesConfig
+    from recctl.serving.served import Served
+
+OUTPUT = ["user_id", "rank", "item_id", "score", "sources", "reason", "rules", "state", "strategy"]
+_USER_KEY = "coalesce(user_id, 'session:' || session_id)"
+
+
+@dataclass
+class Inputs:
+    """What ranking a set of users reads from the warehouse (loaded once for a whole batch)."""
+
+    catalog: pl.DataFrame  # recctl.data.load_items
+    events: pl.DataFrame  # the users' item events (recctl.data interaction frame columns)
+    visitors: pl.DataFrame  # recctl.serving.states.visitors of the users
+
+
+def load_inputs(con: duckdb.DuckDBPyConnection, user_ids: list[str] | None) -> Inputs:
+    """The catalog, and the events and states of ``user_ids`` (None: every user)."""
+    from recctl.data import load_interactions, load_items
+    from recctl.serving.states import visitors
+
+    if user_ids is None:
+        events = load_interactions(con)
+    else:
+        events = con.sql(
+            f"SELECT {_USER_KEY} AS user_id, item_id, event_type, ts, session_id, order_id, value, quantity, "
+            f"price, discount FROM events WHERE item_id IS NOT NULL AND {_USER_KEY} IN (SELECT unnest(?)) "
+            "ORDER BY user_id, ts, event_key",
+            params=[user_ids],
+        ).pl()
+    return Inputs(load_items(con), events, visitors(con, user_ids))
+
+
+def recent_items(events: pl.DataFrame) -> pl.DataFrame:
+    """user_id, item_id, position, back (1 = the latest): each user's last MAX_ITEMS distinct items."""
+    return (
+        events.select("user_id", "item_id", "ts")
+        .sort("user_id", "ts", maintain_order=True)
+        .unique(["user_id", "item_id"], keep="last", maintain_order=True)
+        .with_columns(back=pl.int_range(pl.len(), 0, -1).over("user_id"))
+        .filter(pl.col("back") <= MAX_ITEMS)
+        .with_columns(position=pl.int_range(pl.len()).over("user_id"))
+        .select("user_id", "item_id", "position", "back")
+    )
+
+
+def recommend_users(
+    con: duckdb.DuckDBPyConnection, cfg: RecctlConfig, served: Served, inputs: Inputs, k: int, *,
+    category: str | None = None, current_item: str | None = None, now: datetime | None = None,
+) -> pl.DataFrame:  # fmt: skip
+    """Each of ``inputs.visitors``' users' top ``k`` (columns ``OUTPUT``), users in input order."""
+    s = cfg.serving
+    now = now or datetime.now(UTC).replace(tzinfo=None)
+    n = 3 * k + 20  # room for the rules' filters and caps
+    strat = inputs.visitors.with_columns(
+        strategy=pl.col("state").replace_strict(s.strategies.model_dump(), return_dtype=pl.String)
+    )
+    recent = recent_items(inputs.events)
+    parts: list[pl.DataFrame] = []
+
+    todo = strat.filter(pl.col("strategy") == "personalized")["user_id"]
+    if todo.len():
+        got = _personalized(served, todo, n, inputs.events)
+        parts.append(got)
+        todo = todo.filter(~todo.is_in(got["user_id"].unique().implode()))
+    todo = pl.concat([todo, strat.filter(pl.col("strategy") == "session")["user_id"]])
+    if todo.len():
+        ev = recent.join(todo.to_frame(), on="user_id", how="semi")
+        got = session_candidates(served, ev, n, inputs.catalog, current_item=current_item)
+        parts.append(got)
+        todo = todo.filter(~todo.is_in(got["user_id"].unique().implode()))
+    todo = pl.concat([todo, strat.filter(pl.col("strategy") == "trending")["user_id"]])
+    trend = trending(served, n, inputs.catalog, category=category)
+    if todo.len():
+        parts.append(todo.to_frame().join(trend, how="cross").select(list(CANDIDATE_SCHEMA)))
+    cands = pl.concat([p.select(list(CANDIDATE_SCHEMA)).cast(CANDIDATE_SCHEMA) for p in parts])  # type: ignore[arg-type]
+
+    thin = strat.filter((pl.col("n_items") < s.min_items) & (pl.col("strategy") != "trending"))["user_id"]
+    if thin.len() and s.trending_share > 0:
+        cands = _blend(cands, thin, trend, inputs.catalog, s.trending_share, s.max_per_category)
+    rules = _rules_for(con, cfg, strat["user_id"].to_list())
+    from recctl.rules import apply
+
+    ranked = apply(cands, history=inputs.events, items=inputs.catalog, cfg=rules, now=now, k=k).frame
+    out = explain.reasons(ranked, recent, served, inputs.catalog)
+    return out.join(strat.select("user_id", "state", "strategy"), on="user_id", how="left").select(OUTPUT)
+
+
+def _personalized(served: Served, users: pl.Series, n: int, events: pl.DataFrame) -> pl.DataFrame:
+    """The pipeline's ranked candidates (items the user touched left out, as in its training, when its
+    ``filter_seen`` is on), or the run's first generator's list when it has no ranker."""
+    pipe = served.pipeline()
+    if pipe is not None:
+        seen = events.select("user_id", "item_id").unique() if pipe.params.filter_seen else None
+        ranked = pipe.rank(users, n, exclude=seen)
+        return ranked.filter(pl.int_range(pl.len()).over("user_id") < n)
+    name = served.specs[0]["name"]
+    recs = served.generator(name).for_users(users, n)
+    return recs.select("user_id", "item_id", "score", sources=pl.lit([name], dtype=pl.List(pl.String)))
+
+
+def _blend(
+    cands: pl.DataFrame, users: pl.Series, trend: pl.DataFrame, catalog: pl.DataFrame, share: float, cap: int
+) -> pl.DataFrame:
+    """For ``users``: their list interleaved with trending (``share`` of the slots), at most ``cap``
+    items per category (0 = no cap); score = 1 / slot, so the rules keep this order."""
+    own = cands.filter(pl.col("user_id").is_in(users.implode()))
+    rest = cands.filter(~pl.col("user_id").is_in(users.implode()))
+    personal = own.with_columns(slot=(pl.int_range(1, pl.len() + 1).over("user_id") / max(1e-9, 1 - share)))
+    popular = (
+        users.to_frame()
+        .join(trend, how="cross")
+        .with_columns(slot=pl.int_range(1, pl.len() + 1).over("user_id") / max(1e-9, share))
+    )
+    both = (
+        pl.concat([personal.select(*CANDIDATE_SCHEMA, "slot"), popular.select(*CANDIDATE_SCHEMA, "slot")])
+        .sort("user_id", "slot", maintain_order=True)
+        .unique(["user_id", "item_id"], keep="first", maintain_order=True)
+    )
+    if cap > 0:
+        both = (
+            both.join(catalog.select("item_id", "category"), on="item_id", how="left")
+            .with_columns(n_cat=pl.int_range(1, pl.len() + 1).over("user_id", "category"))
+            .with_columns(slot=pl.when(pl.col("n_cat") > cap).then(pl.col("slot") + 1e6).otherwise("slot"))
+            .sort("user_id", "slot", maintain_order=True)
+        )
+    blended = both.with_columns(score=1.0 / pl.int_range(1, pl.len() + 1).over("user_id").cast(pl.Float64))
+    return pl.concat([rest, blended.select(list(CANDIDATE_SCHEMA))])
+
+
+def _rules_for(con: duckdb.DuckDBPyConnection, cfg: RecctlConfig, users: list[str]) -> RulesConfig:
+    """The current [rules] plus the boosts of these users' segments."""
+    extra = segment_rules(con, cfg, users)
+    if not extra:
+        return cfg.rules
+    return cfg.rules.model_copy(update={"business": [*cfg.rules.business, *extra]})
+
+
+def segment_rules(con: duckdb.DuckDBPyConnection, cfg: RecctlConfig, users: list[str]) -> list[Any]:
+    """Business rules from the segments these users belong to (none without a segments file)."""
+    return []
+
+
+def as_document(
+    frame: pl.DataFrame, user_id: str, run_id: str, source: str, explain_: bool
+) -> dict[str, Any]:
+    """The ``recommend --json`` document of one user."""
+    rows = frame.filter(pl.col("user_id") == user_id).sort("rank")
+    state = rows["state"][0] if rows.height and "state" in rows.columns else None
+    strategy = rows["strategy"][0] if rows.height and "strategy" in rows.columns else None
+    items = []
+    for r in rows.iter_rows(named=True):
+        item = {"item_id": r["item_id"], "rank": int(r["rank"]), "score": _num(r["score"]),
+                "sources": list(r["sources"] or []), "reason": r["reason"]}  # fmt: skip
+        if explain_:
+            item["rules"] = list(r.get("rules") or [])
+        items.append(item)
+    return {"user_id": user_id, "run_id": run_id, "state": state, "strategy": strategy, "source": source,
+            "items": items}  # fmt: skip
+
+
+def _num(v: Any) -> float | None:
+    return None if v is None else round(float(v), 6)
