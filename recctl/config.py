@@ -214,8 +214,11 @@ class RepurchaseEntry(Strict):
 
 class BusinessRule(Strict):
     """One rule of ``[[rules.business]]``. The match criteria given are combined with AND, each list
-    matching any of its values; ``users`` restricts the rule to those customers; ``start``/``end`` to a
-    time window (start inclusive, end exclusive). See recctl/rules/business.py."""
+    matching any of its values; ``users`` restricts the rule to those customers; ``segment = "name"`` to
+    the members of that customer segment (of ``[serving] segments_file``, as last materialized by
+    `recctl segments apply`; with ``users`` too, to the members among them) — the serving code resolves
+    it into ``users`` with recctl.rules.segments.resolve_segment_rules; ``start``/``end`` to a time
+    window (start inclusive, end exclusive). See recctl/rules/business.py."""
 
     name: str = Field(min_length=1, pattern=r"^[^\x00-\x1f]+$")  # shown in explanations
     action: Literal["exclude", "boost", "bury", "pin"]
@@ -225,7 +228,7 @@ class BusinessRule(Strict):
     price_max: float | None = Field(None, ge=0)
     items: list[str] = Field(default_factory=list)
     users: list[str] = Field(default_factory=list)  # empty = every customer
-    segment: str | None = None  # hook for customer segments (not built yet)
+    segment: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # only its members
     start: datetime | None = None
     end: datetime | None = None
     factor: float | None = Field(None, gt=1)  # boost: scores > 0 × factor, < 0 ÷ factor; bury: inverse
@@ -240,8 +243,6 @@ class BusinessRule(Strict):
     @model_validator(mode="after")
     def _consistent(self) -> BusinessRule:
         who = f"rule {self.name!r}"
-        if self.segment is not None:
-            raise ValueError(f"{who}: segment is not supported yet (customer segments come later); use users")
         if self.action in ("boost", "bury") and self.factor is None:
             raise ValueError(f"{who}: action {self.action} needs factor (a number > 1)")
         if self.action != "pin" and self.position is not None:

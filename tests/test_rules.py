@@ -635,7 +635,7 @@ def test_chunks_give_the_same_answer(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"action": "exclude"}, "give at least one of brands"),
         ({"action": "exclude", "items": ["x"], "start": datetime(2026, 2, 1), "end": datetime(2026, 1, 1)},
          "start .* is not before end"),
-        ({"action": "exclude", "items": ["x"], "segment": "vip"}, "segment is not supported yet"),
+        ({"action": "exclude", "items": ["x"], "segment": "v i p"}, "'rules.business.0.segment'"),
         ({"action": "exclude", "items": ["x"], "colour": "red"}, "unknown key 'rules.business.0.colour'"),
         ({"action": "exclude", "price_min": 10, "price_max": 5}, "price_min is above price_max"),
     ],

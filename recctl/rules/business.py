@@ -3,9 +3,9 @@
 A rule matches an item when every criterion it gives holds (AND): ``brands`` (any of them,
 case-insensitive), ``categories`` (any path prefix, whole levels, case-insensitive), ``price_min`` /
 ``price_max`` (inclusive, on the catalog price; items without a price never match a price range) and
-``items`` (any of these ids); ``users`` limits it to those customers (``segment`` is a hook for customer
-segments, refused until they exist). A rule with ``start`` / ``end`` is active only while
-``start <= now < end``.
+``items`` (any of these ids); ``users`` limits it to those customers (a rule with ``segment`` reaches
+here already resolved into its members' ``users`` by :func:`recctl.rules.segments.resolve_segment_rules`).
+A rule with ``start`` / ``end`` is active only while ``start <= now < end``.
 
 - **exclude** removes the matching candidates (counted per rule, under the first exclude that matches).
 - **boost** / **bury** scale the score by ``factor`` (> 1), multiplicatively: a boost multiplies a
