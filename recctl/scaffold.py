@@ -13,11 +13,12 @@ def templates_dir() -> Path:
 
 
 def scaffold(root: Path) -> dict[str, Any]:
-    """Write ``configs/recctl.toml`` and ``configs/mappings/*.toml`` under ``root``; never overwrite."""
+    """Write ``configs/recctl.toml``, ``configs/segments.toml`` and ``configs/mappings/*.toml`` under
+    ``root``; never overwrite."""
     src = templates_dir()
     written: list[str] = []
     kept: list[str] = []
-    targets = [(src / "recctl.toml", root / "configs" / "recctl.toml")]
+    targets = [(src / name, root / "configs" / name) for name in ("recctl.toml", "segments.toml")]
     targets += [
         (p, root / "configs" / "mappings" / p.name) for p in sorted((src / "mappings").glob("*.toml"))
     ]

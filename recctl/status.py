@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from recctl.config import RecctlConfig
 from recctl.warehouse import Warehouse
 from recctl.warehouse.lock import lock_path_for, read_holder
 from recctl.warehouse.migrations import current_version
@@ -13,7 +14,8 @@ def _rows(wh: Warehouse, sql: str) -> list[tuple[Any, ...]]:
     return [tuple(r) for r in wh.con.sql(sql).fetchall()]
 
 
-def warehouse_status(wh: Warehouse) -> dict[str, Any]:
+def warehouse_status(wh: Warehouse, cfg: RecctlConfig | None = None) -> dict[str, Any]:
+    """Counts and ingest history; with ``cfg`` also the promoted run and the online store's freshness."""
     ev = _rows(
         wh,
         "SELECT count(*), count(DISTINCT user_id), count(DISTINCT session_id), count(DISTINCT item_id), "
@@ -82,7 +84,15 @@ def warehouse_status(wh: Warehouse) -> dict[str, Any]:
             ],
         },
         "writer": holder,
-    }
+    } | ({} if cfg is None else _serving(wh, cfg))
+
+
+def _serving(wh: Warehouse, cfg: RecctlConfig) -> dict[str, Any]:
+    from recctl import runs
+    from recctl.serving.store import freshness
+
+    run_id = runs.promoted(cfg.runs_dir)
+    return {"promoted_run": run_id, "online_store": freshness(wh.con, run_id, cfg.serving.max_age)}
 
 
 def list_rejects(wh: Warehouse, *, file: str | None = None, limit: int = 50) -> list[dict[str, Any]]:

@@ -84,6 +84,8 @@ def test_init_scaffolds_and_keeps_existing_files(cli: CliRunner, tmp_path: Path)
     cfg = tmp_path / "shop" / "configs" / "recctl.toml"
     assert cfg.read_text() == (ROOT / "configs" / "recctl.toml").read_text()
     assert (tmp_path / "shop" / "configs" / "mappings" / "sample-shop-events.toml").exists()
+    segments = (tmp_path / "shop" / "configs" / "segments.toml").read_text()
+    assert segments == (ROOT / "configs" / "segments.toml").read_text()
     assert query(tmp_path / "shop" / "recctl.duckdb", "SELECT max(version) FROM schema_version") == [
         (LATEST,)
     ]

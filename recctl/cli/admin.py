@@ -30,6 +30,16 @@ def _render_status(s: dict[str, Any], c: Console) -> None:
     files = s["ingest"]["files"]
     t.add_row("ingested files", ", ".join(f"{k} {v['files']}" for k, v in files.items()) or "none")
     t.add_row("rejected rows", ", ".join(f"{k} {v:,}" for k, v in s["ingest"]["rejects"].items()) or "0")
+    if "online_store" in s:
+        o = s["online_store"]
+        t.add_row("promoted run", s.get("promoted_run") or "none (run `recctl train`)")
+        store = (
+            f"{o['users']:,} users, {o['rows']:,} rows from run {', '.join(o['run_ids'])}, made {o['created_at']} "
+            f"({o['age_hours']} h ago; max_age {o['max_age']}): {'fresh' if o['fresh'] else 'STALE'}"
+            if o["rows"]
+            else "empty (run `recctl recommend --all`)"
+        )
+        t.add_row("online store", store)
     w = s["writer"]
     t.add_row("writer", f"pid {w['pid']} ({w['command']}) since {w['started_at']}" if w else "none")
     c.print(t)
@@ -76,7 +86,8 @@ def register(app: typer.Typer) -> None:
             float, typer.Option("--wait", help="wait up to SECONDS while a writer is busy")
         ] = 0.0,
     ) -> None:
-        """What is in the warehouse: counts, time span, ingested files, rejects, the current writer."""
+        """What is in the warehouse: counts, time span, ingested files, rejects, the current writer, the
+        promoted run and the online store's freshness (rows from the promoted run younger than max_age)."""
         from recctl.status import warehouse_status
         from recctl.warehouse import open_reader
 
@@ -87,7 +98,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(cfg.resolved(), indent=None if state.out.json_mode else 2))
             return
         with open_reader(cfg, wait=wait) as wh:
-            s = warehouse_status(wh)
+            s = warehouse_status(wh, cfg)
         state.out.emit(s, lambda c: _render_status(s, c))
 
     @app.command("rejects")

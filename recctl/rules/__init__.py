@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 
 from recctl.config import RulesConfig
-from recctl.errors import DataError
+from recctl.errors import ConfigError, DataError
 from recctl.rules import business, diversity, filters
 
 __all__ = ["OUTPUT_SCHEMA", "RulesResult", "apply", "catalog"]
@@ -79,6 +79,12 @@ def apply(
         raise ValueError(f"k must be at least 1, not {k}")
     now = now.astimezone(UTC).replace(tzinfo=None) if now.tzinfo is not None else now
     rules = business.active(cfg.business, now)
+    unresolved = [r.name for _, r in rules if r.segment is not None]
+    if unresolved:  # a segment rule must be turned into its members first (rules.segments)
+        raise ConfigError(
+            f"rule(s) {', '.join(unresolved)} name a segment that was not resolved to its members",
+            hint="serving resolves them with recctl.rules.segments.resolve_segment_rules",
+        )
     extra = [c for c in recs.columns if c not in (*OUTPUT_SCHEMA, "rules") and not c.startswith("_r_")]
     users = recs.select(pl.col("user_id").cast(pl.String).unique(maintain_order=True))
     code = pl.Enum(users["user_id"])  # customers keep the order they first appear in

@@ -161,16 +161,24 @@ def _blend(
 
 
 def _rules_for(con: duckdb.DuckDBPyConnection, cfg: RecctlConfig, users: list[str]) -> RulesConfig:
-    """The current [rules] plus the boosts of these users' segments."""
-    extra = segment_rules(con, cfg, users)
-    if not extra:
+    """The current [rules], rules naming a segment resolved to its members, plus the boosts and buries
+    of these users' segments (configs/segments.toml; membership from the last `segments apply`)."""
+    path = cfg.serving.segments_file
+    if not path.exists():
+        if any(r.segment is not None for r in cfg.rules.business):
+            from recctl.errors import ConfigError
+
+            raise ConfigError(f"[rules] name segments but the segments file {path} does not exist",
+                              hint="set [serving] segments_file, or run `recctl init` for the example")  # fmt: skip
         return cfg.rules
-    return cfg.rules.model_copy(update={"business": [*cfg.rules.business, *extra]})
+    from recctl.rules.segments import load_segments, resolve_segment_rules, segment_rules
 
-
-def segment_rules(con: duckdb.DuckDBPyConnection, cfg: RecctlConfig, users: list[str]) -> list[Any]:
-    """Business rules from the segments these users belong to (none without a segments file)."""
-    return []
+    members = con.sql(
+        "SELECT user_id, segment FROM segment_members WHERE user_id IN (SELECT unnest(?))", params=[users]
+    ).pl()
+    rules = resolve_segment_rules(cfg.rules, members, segments=load_segments(path))
+    extra = segment_rules(con, cfg, users)
+    return rules.model_copy(update={"business": [*rules.business, *extra]}) if extra else rules
 
 
 def as_document(

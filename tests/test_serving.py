@@ -1,0 +1,330 @@
+"""Serving surfaces end to end over the sample shop: recommend --user / --item / --session / --all.
+
+One project is trained for the module: the sample shop with trending, next-item, viewed- and
+bought-together, itemknn, content, a small SASRec and the ranker over them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from tests.conftest import ROOT, CliRunner, query
+
+TRUTH = json.loads((ROOT / "sample_data" / "ground_truth.json").read_text())
+CONFIG = """
+runs_dir = "{runs}"
+[warehouse]
+path = "{wh}"
+[ingest]
+mappings_dir = "{mappings}"
+
+[[candidates]]
+name = "trending"
+kind = "popular"
+params = {{ half_life_days = 7.0 }}
+
+[[candidates]]
+name = "next-item"
+kind = "cooccur"
+
+[[candidates]]
+name = "viewed-together"
+kind = "cooccur"
+params = {{ mode = "session" }}
+
+[[candidates]]
+name = "bought-together"
+kind = "cooccur"
+params = {{ mode = "basket" }}
+
+[[candidates]]
+name = "itemknn"
+kind = "itemknn"
+
+[[candidates]]
+name = "content"
+kind = "content"
+
+[[candidates]]
+name = "sasrec"
+kind = "sasrec"
+params = {{ hidden = 16, layers = 1, epochs = 2, val_users = 200, patience = 1 }}
+
+[ranker]
+params = {{ negatives = 50, n_per_generator = 50 }}
+"""
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A trained sample-shop project: configs/recctl.toml, recctl.duckdb, runs/ (promoted)."""
+    from recctl.cli import run
+
+    work = tmp_path_factory.mktemp("serving")
+    (work / "configs").mkdir()
+    conf = work / "configs" / "recctl.toml"
+    conf.write_text(
+        CONFIG.format(runs=work / "runs", wh=work / "recctl.duckdb", mappings=ROOT / "configs" / "mappings")
+    )
+    saved = {
+        k: os.environ.pop(k)
+        for k in [k for k in os.environ if k.startswith("RECCTL_") and k != "RECCTL_DATASETS"]
+    }
+    try:
+        for table, name in (("events", "events.csv.gz"), ("items", "items.ndjson"), ("users", "users.csv")):
+            args = ["--quiet", "--config", str(conf), "ingest", table, str(ROOT / "sample_data" / name),
+                    "--mapping", f"sample-shop-{table}"]  # fmt: skip
+            assert run(args) == 0
+        assert run(["--quiet", "--config", str(conf), "train"]) == 0
+    finally:
+        os.environ.update(saved)
+    return work
+
+
+@pytest.fixture
+def rec(cli: CliRunner, project: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``rec(*args)`` → Result of ``recctl --config <project> --json <args>`` run from the project."""
+    monkeypatch.chdir(project)
+
+    def _run(*args: str, json_: bool = True) -> Any:
+        return cli("--config", project / "configs" / "recctl.toml", *(["--json"] if json_ else []), *args)
+
+    return _run
+
+
+def bought(project: Path, user: str) -> set[str]:
+    rows = query(
+        project / "recctl.duckdb",
+        f"SELECT item_id FROM events WHERE user_id = '{user}' AND event_type = 'purchase'",
+    )
+    return {r[0] for r in rows}
+
+
+def buyer_with_history(project: Path) -> str:
+    """A brand-loyal buyer of the ground truth with at least ten distinct items."""
+    rows = query(project / "recctl.duckdb", "SELECT user_id FROM events WHERE event_type = 'purchase' GROUP BY 1 "
+                 "HAVING count(DISTINCT item_id) >= 3 ORDER BY 1")  # fmt: skip
+    loyal = set(TRUTH["brand_loyal"])
+    return next(u for (u,) in rows if u in loyal)
+
+
+# ------------------------------------------------------------------------------------------ --user
+
+
+def test_user_live_follows_the_contract_and_the_rules(rec: Any, project: Path) -> None:
+    user = buyer_with_history(project)
+    r = rec("recommend", "--user", user, "--k", "8", "--live")
+    assert r.code == 0, r.stderr
+    doc = r.json
+    assert doc["user_id"] == user and doc["run_id"] and doc["source"] == "live"
+    assert doc["state"] == "buyer" and doc["strategy"] == "personalized"
+    items = doc["items"]
+    assert [i["rank"] for i in items] == list(range(1, 9))
+    assert all(i["sources"] and i["reason"] and isinstance(i["score"], float) for i in items)
+    assert not {i["item_id"] for i in items} & bought(project, user)  # [rules] exclude_bought
+    assert len({i["item_id"] for i in items}) == 8
+
+
+def test_new_visitor_gets_trending_and_the_context_category(rec: Any, project: Path) -> None:
+    r = rec("recommend", "--user", "never-seen-before", "--k", "5")
+    doc = r.json
+    assert r.code == 0 and doc["state"] == "new" and doc["strategy"] == "trending"
+    from recctl.serving.served import promoted
+
+    trend = promoted(project / "runs").generator("trending")
+    top = trend.ranking.sort("score", "item_id", descending=[True, False])["item_id"].head(5).to_list()  # type: ignore[attr-defined]
+    assert [i["item_id"] for i in doc["items"]] == top
+    assert all(i["reason"].startswith("trending in ") for i in doc["items"])
+    cat = rec("recommend", "--user", "never-seen-before", "--k", "5", "--category", "Men > Shoes").json
+    cats = dict(query(project / "recctl.duckdb", "SELECT item_id, category FROM items"))
+    assert cat["items"] and all(cats[i["item_id"]].startswith("Men > Shoes") for i in cat["items"])
+
+
+def test_thin_evidence_is_blended_with_trending_under_a_category_cap(
+    rec: Any, project: Path, tmp_path: Path
+) -> None:
+    first = TRUTH["sequences"][0][0]
+    events = tmp_path / "one.jsonl"
+    events.write_text(json.dumps({"item_id": first, "event_type": "view"}) + "\n")
+    doc = rec("recommend", "--session", str(events), "--k", "10").json
+    trending_only = [i for i in doc["items"] if i["sources"] == ["trending"]]
+    assert doc["state"] == "returning" and doc["strategy"] == "session"
+    assert 4 <= len(trending_only) <= 6  # trending_share 0.5 of the slots
+    cats = dict(query(project / "recctl.duckdb", "SELECT item_id, category FROM items"))
+    per_cat = pl.Series([cats[i["item_id"]] for i in doc["items"]]).value_counts()["count"].max()
+    assert per_cat <= 3  # [serving] max_per_category
+
+
+def test_the_guard_is_off_with_min_items_0(rec: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECCTL_SERVING__MIN_ITEMS", "0")
+    first = TRUTH["sequences"][0][0]
+    events = tmp_path / "one.jsonl"
+    events.write_text(json.dumps({"item_id": first, "event_type": "view"}) + "\n")
+    doc = rec("recommend", "--session", str(events), "--k", "10").json
+    assert sum(i["sources"] == ["trending"] for i in doc["items"]) <= 2
+
+
+# ------------------------------------------------------------------------------------------ --session
+
+
+def test_session_finds_the_planted_next_item(rec: Any, project: Path, tmp_path: Path) -> None:
+    """The sample shop plants sequences a → b: a visitor who just viewed a is shown b near the top."""
+    hits = 0
+    pairs = TRUTH["sequences"][:10]
+    for a, b in pairs:
+        f = tmp_path / "s.jsonl"
+        f.write_text("\n".join(json.dumps({"item_id": x, "event_type": "view", "ts": f"2026-10-01T10:0{n}:00Z"})
+                               for n, x in enumerate(["p0500", "p0501", a])) + "\n")  # fmt: skip
+        doc = rec("recommend", "--session", str(f), "--k", "10").json
+        hits += b in [i["item_id"] for i in doc["items"]]
+        assert a not in [i["item_id"] for i in doc["items"]]  # the session's own items are not proposed
+    assert hits >= 7, f"planted next item found for {hits} of {len(pairs)} sessions"
+
+
+def test_session_input_errors_and_empty_session(rec: Any, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        '{"item_id": "p0001", "event_type": "view"}\n{"item_id": "p0002", "event_type": "teleport"}\n'
+    )
+    r = rec("recommend", "--session", str(bad))
+    assert r.code == 65 and "line 2" in r.stderr and "teleport" in r.stderr
+    notjson = tmp_path / "nj.jsonl"
+    notjson.write_text("p0001\n")
+    assert rec("recommend", "--session", str(notjson)).code == 65
+    assert rec("recommend", "--session", str(tmp_path / "missing.jsonl")).code == 66
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    doc = rec("recommend", "--session", str(empty), "--k", "3").json
+    assert doc["state"] == "new" and doc["strategy"] == "trending" and len(doc["items"]) == 3
+    unknown = tmp_path / "u.jsonl"
+    unknown.write_text('{"item_id": "no-such-item", "event_type": "view"}\n')
+    assert rec("recommend", "--session", str(unknown)).json["unknown_items"] == ["no-such-item"]
+
+
+# ------------------------------------------------------------------------------------------ --item
+
+
+def test_item_strategies(rec: Any, project: Path) -> None:
+    a, _b = TRUTH["sequences"][0]
+    for strategy in ("similar", "bought-together", "viewed-together"):
+        r = rec("recommend", "--item", a, "--strategy", strategy, "--k", "6")
+        assert r.code == 0, r.stderr
+        doc = r.json
+        ids = [i["item_id"] for i in doc["items"]]
+        assert doc["strategy"] == strategy and a not in ids and len(ids) == len(set(ids)) <= 6
+        assert all(i["reason"] for i in doc["items"])
+    similar = rec("recommend", "--item", a, "--k", "10").json
+    assert {s for i in similar["items"] for s in i["sources"]} <= {"content", "itemknn"}
+    brand = dict(query(project / "recctl.duckdb", "SELECT item_id, brand FROM items"))
+    cat = dict(query(project / "recctl.duckdb", "SELECT item_id, category FROM items"))
+    # content similarity: same brand or same category for most of the list
+    assert sum(brand[i["item_id"]] == brand[a] or cat[i["item_id"]] == cat[a] for i in similar["items"]) >= 6
+    assert rec("recommend", "--item", "no-such-item").code == 65
+    assert rec("recommend", "--item", a, "--strategy", "cheapest").code == 2
+
+
+def test_an_item_without_interactions_falls_back_to_content(rec: Any, project: Path) -> None:
+    """The sample catalog has items nobody touched: no co-occurrence or collaborative similarity, so
+    bought-together falls back to content similarity and similar is content only."""
+    rows = query(project / "recctl.duckdb", "SELECT item_id FROM items WHERE item_id NOT IN "
+                 "(SELECT DISTINCT item_id FROM events WHERE item_id IS NOT NULL) ORDER BY 1 LIMIT 1")  # fmt: skip
+    assert rows, "the sample shop should have catalog items without events"
+    cold = rows[0][0]
+    doc = rec("recommend", "--item", cold, "--strategy", "bought-together", "--k", "5").json
+    assert doc["fallback"] is True and len(doc["items"]) == 5
+    assert all(i["sources"] == ["content"] and i["reason"].startswith("similar to ") for i in doc["items"])
+    similar = rec("recommend", "--item", cold, "--k", "5").json
+    assert similar["items"] and all(i["sources"] == ["content"] for i in similar["items"])
+    warm = TRUTH["sequences"][0][0]
+    assert rec("recommend", "--item", warm, "--strategy", "viewed-together").json["fallback"] is False
+
+
+# ------------------------------------------------------------------------------------------ --all and the store
+
+
+def test_batch_fills_the_store_and_user_answers_from_it(rec: Any, project: Path, tmp_path: Path) -> None:
+    out = tmp_path / "recs.parquet"
+    r = rec("recommend", "--all", "--k", "5", "--out", str(out))
+    assert r.code == 0, r.stderr
+    report = r.json
+    n_users = query(project / "recctl.duckdb", "SELECT count(*) FROM (SELECT DISTINCT coalesce(user_id, "
+                    "'session:' || session_id) FROM events WHERE item_id IS NOT NULL UNION SELECT user_id FROM users)")[0][0]  # fmt: skip
+    assert report["users"] == n_users and report["rows"] == pl.read_parquet(out).height
+    stored = query(project / "recctl.duckdb", "SELECT count(DISTINCT user_id), max(rank) FROM recs")[0]
+    assert stored == (n_users, 5)
+    user = buyer_with_history(project)
+    from_store = rec("recommend", "--user", user, "--k", "5").json
+    live = rec("recommend", "--user", user, "--k", "5", "--live").json
+    assert from_store["source"] == "store" and live["source"] == "live"
+    assert [i["item_id"] for i in from_store["items"]] == [i["item_id"] for i in live["items"]]
+    assert [i["reason"] for i in from_store["items"]] == [i["reason"] for i in live["items"]]
+    status = rec("status").json
+    assert status["online_store"]["fresh"] is True and status["online_store"]["users"] == n_users
+
+
+def test_a_stale_store_is_not_used(rec: Any, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert rec("recommend", "--all", "--k", "3").code == 0
+    monkeypatch.setenv("RECCTL_SERVING__MAX_AGE", "0s")
+    user = buyer_with_history(project)
+    assert rec("recommend", "--user", user, "--k", "3").json["source"] == "live"
+    assert rec("status").json["online_store"]["fresh"] is False
+
+
+def test_tsv_output_and_usage_errors(rec: Any, project: Path) -> None:
+    user = buyer_with_history(project)
+    r = rec("recommend", "--user", user, "--k", "4", "--live", json_=False)
+    lines = r.stdout.strip().splitlines()
+    assert r.code == 0 and len(lines) == 4 and all(len(line.split("\t")) == 4 for line in lines)
+    assert [line.split("\t")[0] for line in lines] == ["1", "2", "3", "4"]
+    assert rec("recommend").code == 2
+    assert rec("recommend", "--user", user, "--item", "p0001").code == 2
+    assert rec("recommend", "--user", user, "--out", "x.parquet").code == 2
+
+
+def test_no_promoted_run(
+    cli: CliRunner, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    db = tmp_path / "w.duckdb"
+    shutil.copy(project / "recctl.duckdb", db)
+    r = cli("--warehouse", db, "recommend", "--user", "u00001")
+    assert r.code == 2 and "no promoted run" in r.stderr
+
+
+# ------------------------------------------------------------------------------------------ segments
+
+
+def test_segment_boosts_take_effect_for_members_only(
+    rec: Any, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copy(ROOT / "configs" / "segments.toml", project / "configs" / "segments.toml")
+    assert rec("segments", "apply", "--now", "2026-10-01").code == 0
+    db = project / "recctl.duckdb"
+    member = query(db, "SELECT min(user_id) FROM segment_members WHERE segment = 'budget-kids'")[0][0]
+    outsider = query(db, "SELECT min(user_id) FROM events WHERE user_id NOT IN (SELECT user_id FROM segment_members) "
+                     "AND event_type = 'purchase'")[0][0]  # fmt: skip
+    on = {
+        u: rec("recommend", "--user", u, "--live", "--explain", "--k", "10").json for u in (member, outsider)
+    }
+    monkeypatch.setenv("RECCTL_SERVING__SEGMENTS_FILE", str(project / "configs" / "no-segments.toml"))
+    off = {
+        u: rec("recommend", "--user", u, "--live", "--explain", "--k", "10").json for u in (member, outsider)
+    }
+    labels = [lab for i in on[member]["items"] for lab in i["rules"]]
+    assert any(lab.startswith("boost: segment:budget-kids") for lab in labels)
+    cat = dict(query(db, "SELECT item_id, category || '|' || price FROM items"))
+
+    def kids_deals(doc: dict[str, Any]) -> int:
+        return sum(cat[i["item_id"]].startswith("Kids") and float(cat[i["item_id"]].split("|")[1]) <= 40
+                   for i in doc["items"])  # fmt: skip
+
+    assert kids_deals(on[member]) > kids_deals(off[member])
+    assert [i["item_id"] for i in on[outsider]["items"]] == [i["item_id"] for i in off[outsider]["items"]]
+    assert not any(lab.startswith("boost: segment:") for i in on[outsider]["items"] for lab in i["rules"])
