@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-from recctl.config import load_config
+from recctl.config import RecctlConfig, load_config
 from recctl.errors import InputMissingError
 from recctl.evaluate.report import write_report
 from recctl.evaluate.service import run_evaluate
 from recctl.ingest import IngestReport, ingest, resolve_mapping
+from recctl.rules.segments import apply_segments
 from recctl.scaffold import scaffold
+from recctl.serving.service import recommend_all, recommend_item, recommend_user
 from recctl.status import warehouse_status
 from recctl.train import run_train
-from recctl.warehouse import open_writer
+from recctl.warehouse import Warehouse, open_writer
 
 SAMPLE_FILES = {"events": "events.csv.gz", "items": "items.ndjson", "users": "users.csv"}
 QUICK_GENERATORS = ("trending", "next-item", "itemknn")
@@ -40,6 +43,7 @@ def run_demo(data_dir: Path, workdir: Path, *, quick: bool = False) -> dict[str,
             "warehouse": {"path": str(workdir / "recctl.duckdb")},
             "ingest": {"mappings_dir": str(workdir / "configs" / "mappings")},
             "runs_dir": str(workdir / "runs"),
+            "serving": {"segments_file": str(workdir / "configs" / "segments.toml")},
         },
     )
     if quick:
@@ -59,6 +63,9 @@ def run_demo(data_dir: Path, workdir: Path, *, quick: bool = False) -> dict[str,
         status = warehouse_status(wh)
         trained = run_train(wh, cfg)
         evaluation, _ = run_evaluate(wh, cfg, dataset="sample-shop")
+        segments = apply_segments(wh, cfg)
+        batch = recommend_all(wh, cfg)
+        examples = _examples(wh, cfg, data_dir)
     report = write_report(evaluation, workdir / "report.html")
     return {
         "workdir": str(workdir),
@@ -67,4 +74,30 @@ def run_demo(data_dir: Path, workdir: Path, *, quick: bool = False) -> dict[str,
         "train": trained,
         "evaluation": evaluation,
         "report": str(report),
+        "segments": segments,
+        "online_store": batch,
+        "examples": examples,
     }
+
+
+def _examples(wh: Warehouse, cfg: RecctlConfig, data_dir: Path) -> dict[str, Any]:
+    """What the tour ends with: lists with reasons for a new visitor and a loyal buyer (the ground
+    truth's brand-loyal customer with most purchases), and the items related to the most bought product."""
+    loyal = list(json.loads((data_dir / "ground_truth.json").read_text())["brand_loyal"]) if (
+        data_dir / "ground_truth.json").exists() else []  # fmt: skip
+    rows = wh.con.sql(
+        "SELECT user_id FROM events WHERE event_type = 'purchase' AND user_id IN (SELECT unnest(?)) "
+        "GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1",
+        params=[loyal],
+    ).fetchall()
+    product = wh.con.sql(
+        "SELECT item_id FROM events WHERE event_type = 'purchase' GROUP BY 1 ORDER BY count(*) DESC, 1 LIMIT 1"
+    ).fetchall()
+    out: dict[str, Any] = {
+        "new_visitor": recommend_user(wh, cfg, "first-time-visitor", k=5, live=True),
+    }
+    if rows:
+        out["loyal_buyer"] = recommend_user(wh, cfg, rows[0][0], k=5, live=True)
+    if product:
+        out["product"] = recommend_item(wh, cfg, product[0][0], strategy="similar", k=5)
+    return out

@@ -113,6 +113,16 @@ def test_demo_runs_on_the_sample_shop_and_reruns_as_noop(cli: CliRunner, tmp_pat
                                                     "popular-recent", "random"}  # fmt: skip
     loaded = {f["target"]: f["rows_loaded"] for rep in r.json["ingest"] for f in rep["files"]}
     assert loaded["items"] == 1500 and loaded["events"] > 100_000
+    # it ends with lists and their reasons for a new visitor, a loyal buyer and a product
+    ex = r.json["examples"]
+    assert ex["new_visitor"]["state"] == "new" and ex["loyal_buyer"]["state"] == "buyer"
+    assert (
+        ex["loyal_buyer"]["user_id"]
+        in json.loads((ROOT / "sample_data" / "ground_truth.json").read_text())["brand_loyal"]
+    )
+    assert all(len(ex[k]["items"]) == 5 and all(i["reason"] for i in ex[k]["items"]) for k in ex)
+    assert r.json["online_store"]["users"] == 2000 and set(r.json["segments"]["segments"]) == {
+        "premium-enthusiasts", "budget-kids"}  # fmt: skip
     r = cli("--json", "demo", "--quick", "--data", ROOT / "sample_data", "--workdir", tmp_path / "demo")
     assert {f["status"] for rep in r.json["ingest"] for f in rep["files"]} == {"unchanged"}
 

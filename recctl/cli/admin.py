@@ -45,6 +45,23 @@ def _render_status(s: dict[str, Any], c: Console) -> None:
     c.print(t)
 
 
+def _render_examples(examples: dict[str, Any], c: Console) -> None:
+    """The demo's last word: lists with their reasons for a new visitor, a loyal buyer and a product."""
+    titles = {
+        "new_visitor": "a new visitor ({user_id}: {state}, {strategy})",
+        "loyal_buyer": "a loyal buyer ({user_id}: {state}, {strategy})",
+        "product": "related to product {item_id} ({strategy})",
+    }
+    for key, doc in examples.items():
+        t = Table(title=titles[key].format(**doc), title_justify="left")
+        for col in ("#", "item", "reason", "sources"):
+            t.add_column(col)
+        for it in doc["items"]:
+            t.add_row(str(it["rank"]), it["item_id"], it["reason"], ", ".join(it["sources"]))
+        c.print()
+        c.print(t)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("init")
     def init_cmd(
@@ -144,9 +161,11 @@ def register(app: typer.Typer) -> None:
             ),
         ] = False,
     ) -> None:
-        """The whole pipeline on the sample shop: init a project in --workdir, ingest, train, evaluate.
+        """The whole pipeline on the sample shop: init a project in --workdir, ingest, train, evaluate,
+        apply the segments and fill the online store.
 
-        Ends with the evaluation table (models beside the baselines) and the path of the HTML report. Prints
+        Ends with the evaluation table (models beside the baselines), recommendations with their reasons
+        for a new visitor, a loyal buyer and a product, and the path of the HTML report. Prints
         its tables even when stderr is not a terminal (it is a tour); --quiet or --json turn them off.
         """
         from recctl.cli.ingest import render_report
@@ -167,6 +186,11 @@ def register(app: typer.Typer) -> None:
             _render_status(result["status"], c)
             c.print(f"\ntrained run [bold]{result['train']['run_id']}[/] in {result['workdir']}/runs\n")
             render_evaluation(result["evaluation"], c)
+            seg = ", ".join(f"{k} {v:,}" for k, v in result["segments"]["segments"].items())
+            store = result["online_store"]
+            c.print(f"\nsegments applied: {seg}; online store: {store['users']:,} users × top {store['k']} "
+                    f"in {store['seconds']} s")  # fmt: skip
+            _render_examples(result["examples"], c)
             c.print(f"\nHTML report: [bold]{result['report']}[/]")
 
     @app.command("sample")
