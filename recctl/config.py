@@ -39,7 +39,7 @@ def parse_duration(text: str) -> timedelta:
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, defer_build=True)
 
 
 class WarehouseConfig(Strict):

@@ -23,6 +23,8 @@ EVENT_TYPES: tuple[str, ...] = (
     "like",
     "rating",
 )
+#: Input formats `recctl ingest --format` accepts (readers in recctl/ingest/sources.py).
+FORMATS: tuple[str, ...] = ("csv", "tsv", "json", "ndjson", "parquet", "sequences", "keyed_json")
 #: Event types that need no item (a search is about a query).
 ITEMLESS_EVENT_TYPES: frozenset[str] = frozenset({"search"})
 

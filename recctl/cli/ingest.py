@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -11,9 +11,10 @@ from rich.table import Table
 
 from recctl.cli.state import State
 from recctl.errors import DataError
-from recctl.ingest import FileResult, IngestReport, ingest, resolve_mapping, resolve_paths
-from recctl.ingest.mapping import FORMATS
-from recctl.warehouse import open_writer
+from recctl.schema import FORMATS
+
+if TYPE_CHECKING:
+    from recctl.ingest import FileResult, IngestReport
 
 TABLE_HELP = "events | items | users"
 
@@ -76,6 +77,9 @@ def register(app: typer.Typer) -> None:
         loaded at all (e.g. a required column is missing), 66 when an input does not exist, 75 when another
         job holds the warehouse.
         """
+        from recctl.ingest import ingest, resolve_mapping, resolve_paths
+        from recctl.warehouse import open_writer
+
         state: State = ctx.obj
         cfg = state.config
         m = resolve_mapping(cfg, table, mapping)

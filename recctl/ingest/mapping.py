@@ -41,7 +41,7 @@ from recctl.config import Strict
 from recctl.errors import ConfigError
 
 Format = Literal["csv", "tsv", "json", "ndjson", "parquet", "sequences", "keyed_json"]
-FORMATS: tuple[str, ...] = ("csv", "tsv", "json", "ndjson", "parquet", "sequences", "keyed_json")
+FORMATS = schema.FORMATS
 
 
 class ReadOptions(Strict):

@@ -205,8 +205,25 @@ def _format(exc: ValidationError, raw: dict[str, Any], path: Path) -> str:
     return f"invalid segments file {path}: " + "; ".join(lines)
 
 
+_LOADED: dict[Path, tuple[int, int, SegmentsFile]] = {}
+
+
 def load_segments(path: Path) -> SegmentsFile:
-    """Read and check a segments file; errors name the segment and the key."""
+    """Read and check a segments file; errors name the segment and the key. Cached per process while
+    the file's size and modification time stay the same (serving reads it on every live request)."""
+    try:
+        st = path.stat()
+    except OSError:
+        st = None
+    if st is not None and path in _LOADED and _LOADED[path][:2] == (st.st_mtime_ns, st.st_size):
+        return _LOADED[path][2]
+    loaded = _load(path)
+    if st is not None:
+        _LOADED[path] = (st.st_mtime_ns, st.st_size, loaded)
+    return loaded
+
+
+def _load(path: Path) -> SegmentsFile:
     if not path.exists():
         raise ConfigError(
             f"segments file not found: {path}",

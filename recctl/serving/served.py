@@ -18,6 +18,9 @@ from recctl import runs
 from recctl.errors import ConfigError, NotTrainedError
 
 if TYPE_CHECKING:
+    import duckdb
+    import polars as pl
+
     from recctl.candidates.base import CandidateGenerator
     from recctl.ranking.pipeline import Pipeline
 
@@ -108,6 +111,28 @@ class Served:
 
 
 _CACHE: dict[tuple[str, str], Served] = {}
+_CATALOG: dict[str, tuple[tuple[Any, ...], Any]] = {}
+
+
+def catalog(con: duckdb.DuckDBPyConnection, key: str) -> pl.DataFrame:
+    """``recctl.data.load_items`` cached per process for the warehouse ``key`` (its path), reloaded when
+    the items or events tables change (row counts and latest ingest times: two cheap aggregates)."""
+    stamp = tuple(
+        con.sql(
+            "SELECT (SELECT count(*) FROM items), (SELECT max(ingested_at) FROM items), "
+            "(SELECT count(*) FROM events), (SELECT max(ingested_at) FROM events)"
+        ).fetchall()[0]
+    )
+    hit = _CATALOG.get(key)
+    if hit is not None and hit[0] == stamp:
+        frame: pl.DataFrame = hit[1]
+        return frame
+    from recctl.data import load_items
+
+    frame = load_items(con)
+    _CATALOG.clear()
+    _CATALOG[key] = (stamp, frame)
+    return frame
 
 
 def promoted(runs_dir: Path) -> Served:

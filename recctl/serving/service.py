@@ -40,17 +40,18 @@ def recommend_user(
                     "source": "store", "items": rows}  # fmt: skip
     from recctl.serving.user import as_document, load_inputs, recommend_users
 
-    inputs = load_inputs(wh.con, [user_id])
+    inputs = load_inputs(wh.con, [user_id], cache_key=str(wh.path))
     frame = recommend_users(wh.con, cfg, served, inputs, k, category=category, current_item=current_item)
     return as_document(frame, user_id, served.run_id, "live", explain)
 
 
 def recommend_item(wh: Warehouse, cfg: RecctlConfig, item_id: str, *, strategy: str = "similar",
                    k: int | None = None) -> dict[str, Any]:  # fmt: skip
-    from recctl.data import load_items
     from recctl.serving.item import related
+    from recctl.serving.served import catalog
 
-    return related(promoted(cfg.runs_dir), cfg, load_items(wh.con), item_id, strategy, k or cfg.serving.k)
+    items = catalog(wh.con, str(wh.path))
+    return related(promoted(cfg.runs_dir), cfg, items, item_id, strategy, k or cfg.serving.k)
 
 
 def recommend_session(
@@ -61,7 +62,7 @@ def recommend_session(
     session's context; a visitor without events gets trending items (in ``category`` when given)."""
     import polars as pl
 
-    from recctl.data import load_items
+    from recctl.serving.served import catalog as cached_catalog
     from recctl.serving.session import parse_events
     from recctl.serving.user import Inputs, as_document, recommend_users
 
@@ -78,7 +79,7 @@ def recommend_session(
         user_id=pl.lit(SESSION_USER), item_id="item_id", event_type="event_type",
         ts=pl.col("ts").fill_null(pl.datetime(1970, 1, 1)) + pl.duration(microseconds=pl.col("position")),
     )  # fmt: skip
-    catalog = load_items(wh.con)
+    catalog = cached_catalog(wh.con, str(wh.path))
     unknown = ev.join(catalog.select("item_id"), on="item_id", how="anti")["item_id"].unique().to_list()
     cfg = cfg.model_copy(update={"serving": cfg.serving.model_copy(
         update={"strategies": cfg.serving.strategies.model_copy(update={"returning": "session"})})})  # fmt: skip

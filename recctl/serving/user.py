@@ -46,9 +46,13 @@ class Inputs:
     visitors: pl.DataFrame  # recctl.serving.states.visitors of the users
 
 
-def load_inputs(con: duckdb.DuckDBPyConnection, user_ids: list[str] | None) -> Inputs:
-    """The catalog, and the events and states of ``user_ids`` (None: every user)."""
+def load_inputs(
+    con: duckdb.DuckDBPyConnection, user_ids: list[str] | None, *, cache_key: str | None = None
+) -> Inputs:
+    """The catalog (cached per process under ``cache_key``, the warehouse path, when given), and the
+    events and states of ``user_ids`` (None: every user)."""
     from recctl.data import load_interactions, load_items
+    from recctl.serving.served import catalog
     from recctl.serving.states import visitors
 
     if user_ids is None:
@@ -60,7 +64,8 @@ def load_inputs(con: duckdb.DuckDBPyConnection, user_ids: list[str] | None) -> I
             "ORDER BY user_id, ts, event_key",
             params=[user_ids],
         ).pl()
-    return Inputs(load_items(con), events, visitors(con, user_ids))
+    items = catalog(con, cache_key) if cache_key else load_items(con)
+    return Inputs(items, events, visitors(con, user_ids))
 
 
 def recent_items(events: pl.DataFrame) -> pl.DataFrame:
