@@ -38,6 +38,15 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
 
 
+def unique_names(values: list[Any], message: str) -> list[Any]:
+    """``values`` (objects with a ``name``) unchanged, or a ValueError naming the repeated names."""
+    names = [v.name for v in values]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"{message}: {', '.join(dup)}")
+    return values
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, defer_build=True)
 
@@ -298,11 +307,7 @@ class RulesConfig(Strict):
     @field_validator("business")
     @classmethod
     def _unique_names(cls, v: list[BusinessRule]) -> list[BusinessRule]:
-        names = [r.name for r in v]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"rule names must be unique (they label explanations): {', '.join(dup)}")
-        return v
+        return unique_names(v, "rule names must be unique (they label explanations)")
 
 
 VisitorState = Literal["new", "returning", "signed_in", "buyer"]

@@ -23,6 +23,17 @@ EVENT_TYPES: tuple[str, ...] = (
     "like",
     "rating",
 )
+#: Weight of an event in a user's brand and category distributions (other types weigh 1): the features'
+#: affinities, the serving profile and segments all count events this way.
+EVENT_WEIGHTS: dict[str, float] = {
+    "purchase": 5.0,
+    "add_to_cart": 3.0,
+    "like": 2.0,
+    "rating": 2.0,
+    "remove_from_cart": 0.0,
+}
+#: Pseudo-purchases at the shop's base rate that shrink a user's discount share (discount sensitivity).
+DISCOUNT_PRIOR = 5.0
 #: Input formats `recctl ingest --format` accepts (readers in recctl/ingest/sources.py).
 FORMATS: tuple[str, ...] = ("csv", "tsv", "json", "ndjson", "parquet", "sequences", "keyed_json")
 #: Event types that need no item (a search is about a query).

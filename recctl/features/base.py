@@ -29,17 +29,6 @@ EVENT_GROUPS: tuple[tuple[str, str, str], ...] = (
     ("purchase", "event_type = 'purchase'", "purchases"),
 )
 
-#: Weight of an event in the user's brand and category distributions (other types weigh 1).
-EVENT_WEIGHTS: dict[str, float] = {
-    "purchase": 5.0,
-    "add_to_cart": 3.0,
-    "like": 2.0,
-    "rating": 2.0,
-    "remove_from_cart": 0.0,
-}
-#: Pseudo-purchases at the shop's base rate that shrink a user's discount share (sensitivity).
-DISCOUNT_PRIOR = 5.0
-
 #: Pages of the context features; any other page name is ``other``.
 PAGES: tuple[str, ...] = ("home", "product", "category", "search", "cart", "checkout", "other")
 #: The page a derived context gets from the user's last event type (when the event has no page).

@@ -15,7 +15,6 @@ import polars as pl
 
 from recctl.features.base import (
     DEFAULT_WINDOWS,
-    EVENT_WEIGHTS,
     PAGE_OF_EVENT,
     PAGES,
     FeatureSet,
@@ -25,6 +24,7 @@ from recctl.features.base import (
 )
 from recctl.features.item import item_query
 from recctl.features.user import user_query
+from recctl.schema import EVENT_WEIGHTS
 
 _S, _F, _TS = pl.String(), pl.Float64(), pl.Datetime("us")
 EVENT_SCHEMA: dict[str, pl.DataType] = {

@@ -7,7 +7,8 @@ from the user's leaf-category distribution.
 
 from __future__ import annotations
 
-from recctl.features.base import DISCOUNT_PRIOR, EVENT_GROUPS, SQL_TYPES, Feature
+from recctl.features.base import EVENT_GROUPS, SQL_TYPES, Feature
+from recctl.schema import DISCOUNT_PRIOR
 
 _VIEW, _BUY = "event_type = 'view'", "event_type = 'purchase'"
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from recctl.config import Strict, VisitorState
+from recctl.config import Strict, VisitorState, unique_names
 from recctl.errors import ConfigError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -164,11 +164,7 @@ class SegmentsFile(Strict):
     @field_validator("segments")
     @classmethod
     def _unique(cls, v: list[Segment]) -> list[Segment]:
-        names = [s.name for s in v]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ValueError(f"segment names must be unique: {', '.join(dup)}")
-        return v
+        return unique_names(v, "segment names must be unique")
 
     def get(self, name: str) -> Segment | None:
         return next((s for s in self.segments if s.name == name), None)

@@ -33,9 +33,9 @@ import polars as pl
 from recctl.config import BusinessRule, RecctlConfig, RulesConfig
 from recctl.data import load_interactions, load_items
 from recctl.errors import ConfigError
-from recctl.features.base import EVENT_WEIGHTS
 from recctl.rules.filters import norm_category, under
 from recctl.rules.segment_defs import Segment, SegmentsFile, load_segments
+from recctl.schema import EVENT_WEIGHTS
 from recctl.warehouse.connection import Warehouse
 
 __all__ = [

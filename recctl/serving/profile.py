@@ -23,20 +23,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from recctl.schema import DISCOUNT_PRIOR, EVENT_WEIGHTS
+
 if TYPE_CHECKING:
     import duckdb
 
 SEP = " > "
-#: Weight of an event in the brand and category shares (as recctl.features.base.EVENT_WEIGHTS).
-EVENT_WEIGHTS: dict[str, float] = {
-    "purchase": 5.0,
-    "add_to_cart": 3.0,
-    "like": 2.0,
-    "rating": 2.0,
-    "remove_from_cart": 0.0,
-}
-#: Pseudo-purchases at the shop's rate that shrink a user's discount share (features' DISCOUNT_PRIOR).
-DISCOUNT_PRIOR = 5.0
 
 
 @dataclass(frozen=True)
