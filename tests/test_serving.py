@@ -328,3 +328,37 @@ def test_segment_boosts_take_effect_for_members_only(
     assert kids_deals(on[member]) > kids_deals(off[member])
     assert [i["item_id"] for i in on[outsider]["items"]] == [i["item_id"] for i in off[outsider]["items"]]
     assert not any(lab.startswith("boost: segment:") for i in on[outsider]["items"] for lab in i["rules"])
+
+
+# ------------------------------------------------------------------------------------------ visitor states
+
+
+def test_visitor_states_are_decided_from_the_data() -> None:
+    import duckdb
+
+    from recctl.serving.states import visitor, visitors
+    from recctl.warehouse.migrations import migrate
+
+    con = duckdb.connect()
+    migrate(con)
+    cols = "event_key, ts, user_id, session_id, item_id, event_type"
+    rows = [
+        (1, "buyer", "s1", "p1", "view"), (2, "buyer", "s1", "p1", "purchase"),  # bought: buyer
+        (3, "member", "s2", "p2", "view"),  # registered, no purchase: signed_in
+        (4, "visitor", "s3", "p3", "view"), (5, "visitor", "s3", "p4", "add_to_cart"),  # not registered
+        (6, None, "anon", "p5", "view"),  # an anonymous session: keyed session:anon
+        (7, "searcher", "s4", None, "search"),  # only a search: no item events, so new
+    ]  # fmt: skip
+    for key, user, sess, item, kind in rows:
+        con.execute(f"INSERT INTO events ({cols}) VALUES (?, TIMESTAMP '2026-01-01', ?, ?, ?, ?)",
+                    [key, user, sess, item, kind])  # fmt: skip
+    con.execute("INSERT INTO users (user_id) VALUES ('member'), ('buyer'), ('registered-only')")
+    got = {v.user_id: (v.state, v.n_items) for v in (visitor(con, u) for u in
+           ("buyer", "member", "visitor", "session:anon", "searcher", "registered-only", "stranger"))}  # fmt: skip
+    assert got == {"buyer": ("buyer", 1), "member": ("signed_in", 1), "visitor": ("returning", 2),
+                   "session:anon": ("returning", 1), "searcher": ("new", 0), "registered-only": ("signed_in", 0),
+                   "stranger": ("new", 0)}  # fmt: skip
+    frame = visitors(con, list(got))
+    assert dict(zip(frame["user_id"], frame["state"], strict=True)) == {u: s for u, (s, _) in got.items()}
+    everyone = visitors(con)
+    assert set(everyone["user_id"]) == {"buyer", "member", "visitor", "session:anon", "registered-only"}
