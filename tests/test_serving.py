@@ -362,3 +362,15 @@ def test_visitor_states_are_decided_from_the_data() -> None:
     assert dict(zip(frame["user_id"], frame["state"], strict=True)) == {u: s for u, (s, _) in got.items()}
     everyone = visitors(con)
     assert set(everyone["user_id"]) == {"buyer", "member", "visitor", "session:anon", "registered-only"}
+
+
+def test_batch_on_parallel_chunks_gives_the_same_lists(
+    rec: Any, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = project / "recctl.duckdb"
+    assert rec("recommend", "--all", "--k", "4").code == 0
+    one = query(db, "SELECT user_id, rank, item_id, reason FROM recs ORDER BY 1, 2")
+    monkeypatch.setenv("RECCTL_SERVING__BATCH_WORKERS", "2")
+    monkeypatch.setenv("RECCTL_SERVING__BATCH_CHUNK_USERS", "150")
+    assert rec("recommend", "--all", "--k", "4").code == 0
+    assert query(db, "SELECT user_id, rank, item_id, reason FROM recs ORDER BY 1, 2") == one
