@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATASETS ?= ../shared/datasets
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: install demo test test-real test-all bench bench-quality bench-train lint format clean
+.PHONY: install demo test test-real test-all bench bench-quality bench-train bench-latency lint format clean
 
 install: $(STAMP)
 
@@ -46,6 +46,10 @@ bench-quality: $(STAMP)
 # recctl train (generators + ranker) on Complete Journey: wall time and peak memory, results/train.json
 bench-train: $(STAMP)
 	RECCTL_DATASETS="$(DATASETS)" $(BIN)/python benchmarks/train.py
+
+# serving latency on Complete Journey (cold CLI, lookups, rerank, sessions, batch): results/latency.json
+bench-latency: $(STAMP)
+	RECCTL_DATASETS="$(DATASETS)" $(BIN)/python benchmarks/latency.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
