@@ -14,18 +14,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
+if TYPE_CHECKING:  # rich is imported when something is shown: `recommend --json` never pays for it
+    from rich.console import Console
 
 
 def _default(o: object) -> object:
@@ -41,6 +33,8 @@ def to_json(data: Any) -> str:
 
 
 def _stderr_console() -> Console:
+    from rich.console import Console
+
     console = Console(stderr=True, highlight=False)
     if not console.is_terminal:
         console.width = 160  # logs and pipes: no terminal to wrap tables into 80 columns
@@ -52,7 +46,14 @@ class Output:
     json_mode: bool = False
     quiet: bool = False
     verbose: int = 0
-    err: Console = field(default_factory=_stderr_console)
+    _err: Console | None = field(default=None, repr=False)
+
+    @property
+    def err(self) -> Console:
+        """The stderr console, made on first use."""
+        if self._err is None:
+            self._err = _stderr_console()
+        return self._err
 
     @property
     def people(self) -> bool:
@@ -73,9 +74,13 @@ class Output:
 
     def warn(self, message: str) -> None:
         if not self.quiet:
+            from rich.markup import escape
+
             self.err.print(f"[yellow]warning:[/] {escape(message)}")
 
     def error(self, message: str, hint: str | None = None) -> None:
+        from rich.markup import escape
+
         # messages name config sections ("[[candidates]]", "[ranker]"): never read them as markup
         self.err.print(f"[bold red]recctl: error:[/] {escape(message)}", soft_wrap=True)
         if hint:
@@ -87,6 +92,15 @@ class Output:
         if not self.people:
             yield lambda *a, **k: None
             return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
         with Progress(
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), console=self.err, transient=True,

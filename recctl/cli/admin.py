@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from recctl.cli.state import State
 from recctl.console import to_json
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 
 def _render_status(s: dict[str, Any], c: Console) -> None:
+    from rich.table import Table
+
     ev = s["events"]
     t = Table(title=f"warehouse {s['warehouse']}  ({s['size_mb']} MB, schema v{s['schema_version']})",
               title_justify="left", show_header=False)  # fmt: skip
@@ -47,6 +50,8 @@ def _render_status(s: dict[str, Any], c: Console) -> None:
 
 def _render_examples(examples: dict[str, Any], c: Console) -> None:
     """The demo's last word: lists with their reasons for a new visitor, a loyal buyer and a product."""
+    from rich.table import Table
+
     titles = {
         "new_visitor": "a new visitor ({user_id}: {state}, {strategy})",
         "loyal_buyer": "a loyal buyer ({user_id}: {state}, {strategy})",
@@ -138,6 +143,8 @@ def register(app: typer.Typer) -> None:
             rows = list_rejects(wh, file=file, limit=limit)
 
         def render(c: Console) -> None:
+            from rich.table import Table
+
             t = Table(title=f"ingest_rejects (latest {len(rows)})", title_justify="left")
             for col in ("file", "line", "reason", "raw"):
                 t.add_column(col, overflow="fold")

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from recctl.cli.state import State
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 
 def _render(result: dict[str, Any], c: Console) -> None:
+    from rich.table import Table
+
     t = Table(title=f"features as of {result['as_of']}  ({result['seconds']} s)", title_justify="left",
               show_header=False)  # fmt: skip
     t.add_column(style="bold")

@@ -6,20 +6,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from recctl.cli.state import State
 from recctl.errors import DataError
 from recctl.schema import FORMATS
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from recctl.ingest import FileResult, IngestReport
 
 TABLE_HELP = "events | items | users"
 
 
 def render_report(report: IngestReport, console: Console) -> None:
+    from rich.table import Table
+
     table = Table(title=f"ingest {report.target}  (mapping: {report.mapping})", title_justify="left")
     for col in ("file", "status", "read", "loaded", "rejected", "duplicate", "s"):
         table.add_column(col, justify="left" if col in ("file", "status") else "right")

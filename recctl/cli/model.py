@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from recctl.cli.state import State
 from recctl.errors import ConfigError, GateFailedError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _ks(text: str | None) -> list[int] | None:
@@ -23,6 +24,8 @@ def _ks(text: str | None) -> list[int] | None:
 
 
 def render_evaluation(result: dict[str, Any], c: Console) -> None:
+    from rich.table import Table
+
     s, d = result["settings"], result["data"]
     where = f"cutoff {s['cutoff']}, targets {', '.join(s['target_events'])}" if "cutoff" in s else ""
     c.print(
@@ -64,6 +67,8 @@ def render_evaluation(result: dict[str, Any], c: Console) -> None:
 
 def render_run(meta: dict[str, Any], c: Console, top: int = 20) -> None:
     """meta.json as JSON, then each ranker's most important features as a table."""
+    from rich.table import Table
+
     plain = {**meta, "models": {n: {k: v for k, v in m.items() if k != "importances"}
                                 for n, m in meta.get("models", {}).items()}}  # fmt: skip
     c.print_json(data=plain, default=str)
@@ -194,6 +199,8 @@ def register(app: typer.Typer) -> None:
         rows = list_runs(state.config.runs_dir)
 
         def render(c: Console) -> None:
+            from rich.table import Table
+
             t = Table()
             for col in ("run", "created", "status", "models", "promoted"):
                 t.add_column(col)

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from recctl.cli.state import State
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def render_prepare(doc: dict[str, Any], c: Console) -> None:
     """One row per filter: what it removed and why, its parameters dimmed below; totals in the caption."""
+    from rich.table import Table
+
     title = f"prepare {doc['run_id']}: {doc['events_before']:,} events"
     t = Table(title=title + ("  (dry run: nothing written)" if doc["dry_run"] else ""), title_justify="left",
               caption_justify="left")  # fmt: skip

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from recctl.cli.state import State
 from recctl.errors import ConfigError, WarehouseError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def _parse_now(text: str | None) -> datetime | None:
@@ -26,6 +27,8 @@ def _parse_now(text: str | None) -> datetime | None:
 
 
 def _render_list(doc: dict[str, Any], c: Console) -> None:
+    from rich.table import Table
+
     applied = doc["applied_at"] or "never (run `recctl segments apply`)"
     t = Table(title=f"{doc['file']} · members applied {applied}", title_justify="left")
     for col in ("segment", "conditions", "actions", "members"):
@@ -59,6 +62,8 @@ def _render_show(doc: dict[str, Any], c: Console) -> None:
 
 
 def _render_apply(doc: dict[str, Any], c: Console) -> None:
+    from rich.table import Table
+
     t = Table(title=f"as of {doc['now']}: {doc['users_evaluated']:,} users ({doc['seconds']} s)",
               title_justify="left")  # fmt: skip
     t.add_column("segment")
