@@ -374,3 +374,11 @@ def test_batch_on_parallel_chunks_gives_the_same_lists(
     monkeypatch.setenv("RECCTL_SERVING__BATCH_CHUNK_USERS", "150")
     assert rec("recommend", "--all", "--k", "4").code == 0
     assert query(db, "SELECT user_id, rank, item_id, reason FROM recs ORDER BY 1, 2") == one
+
+
+def test_a_new_visitor_on_a_product_page_gets_trending_in_its_category(rec: Any, project: Path) -> None:
+    cats = dict(query(project / "recctl.duckdb", "SELECT item_id, category FROM items"))
+    page = TRUTH["sequences"][0][0]
+    doc = rec("recommend", "--user", "first-visit", "--context-item", page, "--k", "4").json
+    assert doc["state"] == "new" and len(doc["items"]) == 4
+    assert all(cats[i["item_id"]] == cats[page] for i in doc["items"])

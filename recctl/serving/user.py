@@ -107,6 +107,9 @@ def recommend_users(
         parts.append(got)
         todo = todo.filter(~todo.is_in(got["user_id"].unique().implode()))
     todo = pl.concat([todo, strat.filter(pl.col("strategy") == "trending")["user_id"]])
+    if category is None and current_item is not None:  # a product page: trending in its category
+        found = inputs.catalog.filter(pl.col("item_id") == current_item)["category"]
+        category = found[0] if found.len() and found[0] else None
     trend = trending(served, n, inputs.catalog, category=category)
     if todo.len():
         parts.append(todo.to_frame().join(trend, how="cross").select(list(CANDIDATE_SCHEMA)))
