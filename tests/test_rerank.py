@@ -355,3 +355,49 @@ def test_cli_help(cli: CliRunner) -> None:
     assert r.code == 0
     for word in ("--user", "--impact", "stdin", "affinit"):
         assert word in r.stdout
+
+
+def test_the_in_memory_catalog_path_gives_the_same_profiles_and_lists(tiny: Path) -> None:
+    """A long-lived caller re-ranks with the catalog in memory (profile.catalog_index): same profiles,
+    facts and documents as the per-request queries."""
+    from recctl.config import RecctlConfig
+    from recctl.serving.profile import catalog_index, facts_from_index, profile_from_index
+    from recctl.serving.rerank import run_rerank
+
+    c = duckdb.connect(str(tiny), read_only=True)
+    try:
+        index = catalog_index(c, str(tiny))
+        users = [
+            r[0]
+            for r in c.sql(
+                "SELECT DISTINCT coalesce(user_id, 'session:' || session_id) FROM events"
+            ).fetchall()
+        ]
+        assert len(users) >= 3
+        for u in [*users, "nobody"]:
+            assert profile_from_index(c, u, index) == user_profile(c, u)
+        assert facts_from_index(index, [*LIST, "zzz"]) == item_facts(c, [*LIST, "zzz"])
+        cfg = RecctlConfig()
+        for u in users:
+            assert run_rerank(c, cfg, u, LIST, 70, index=index) == run_rerank(c, cfg, u, LIST, 70)
+    finally:
+        c.close()
+
+
+def test_the_in_memory_catalog_path_agrees_on_the_sample_shop(shop: Path) -> None:
+    from recctl.serving.profile import catalog_index, profile_from_index
+
+    c = duckdb.connect(str(shop), read_only=True)
+    try:
+        index = catalog_index(c, str(shop))
+        users = [r[0] for r in c.sql("SELECT DISTINCT coalesce(user_id, 'session:' || session_id) AS u FROM events "
+                                     "WHERE item_id IS NOT NULL ORDER BY u LIMIT 60").fetchall()]  # fmt: skip
+        for u in users:
+            a, b = profile_from_index(c, u, index), user_profile(c, u)
+            assert a is not None and b is not None
+            assert a == b or (a.brands.keys() == b.brands.keys() and a.categories.keys() == b.categories.keys()
+                              and all(abs(a.brands[k] - b.brands[k]) < 1e-12 for k in a.brands)
+                              and a.price_median == pytest.approx(b.price_median)
+                              and a.discount_sensitivity == pytest.approx(b.discount_sensitivity))  # fmt: skip
+    finally:
+        c.close()

@@ -44,7 +44,11 @@ def _leaf(col: str) -> pl.Expr:
 def reasons(recs: pl.DataFrame, recent: pl.DataFrame, served: Served, catalog: pl.DataFrame) -> pl.DataFrame:
     """``recs`` (user_id, item_id, sources, …) with ``reason`` added; ``recent`` = user_id, item_id,
     back (1 = the latest), event_type of the visitors' recent item events."""
-    cat = catalog.select("item_id", "title", "brand", "category", "price")
+    from recctl.serving.served import items_of
+
+    cat = items_of(catalog, pl.concat([recs["item_id"], recent["item_id"]])).select(
+        "item_id", "title", "brand", "category", "price"
+    )
     kinds = {s["name"]: (s["kind"], (s.get("params") or {}).get("mode", "sequential")) for s in served.specs}
     base = recs.with_columns(
         _src=pl.col("sources").list.first() if "sources" in recs.columns else pl.lit(None, pl.String)

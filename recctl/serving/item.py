@@ -41,7 +41,9 @@ def related(
         from recctl.errors import ConfigError
 
         raise ConfigError(f"unknown --strategy {strategy!r}: use {', '.join(STRATEGIES)}")
-    known = catalog.filter(pl.col("item_id") == item_id)
+    from recctl.serving.served import items_of
+
+    known = items_of(catalog, pl.Series([item_id]))
     if known.height == 0:
         raise DataError(f"unknown item {item_id!r}: it is neither in the catalog nor in any event")
     n = 2 * k + 10
@@ -72,7 +74,7 @@ def related(
             if r.height
         ]
     )
-    stock = catalog.select("item_id", "in_stock", "title")
+    stock = items_of(catalog, long["related_id"]).select("item_id", "in_stock", "title")
     ranked = (
         long.group_by("related_id")
         .agg(score=pl.col("s").sum(), sources=pl.col("src").sort_by("s", descending=True))

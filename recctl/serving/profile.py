@@ -208,30 +208,46 @@ def user_profile(
         return None
     brands: dict[str, float] = {}
     leaves: dict[str, float] = {}
-    prefixes: dict[str, float] = {}
     for g in groups:  # one per (brand, leaf category): a handful, not events
         w = float(g["w"] or 0.0)
         if g["brand"] is not None:
             brands[g["brand"]] = brands.get(g["brand"], 0.0) + w
         if g["cat"] is not None:
             leaves[g["cat"]] = leaves.get(g["cat"], 0.0) + w
+    prices = [float(p) for g in groups for p in g["prices"] or []]
+    paid = [float(p) for g in groups for p in g["paid"] or []]
+    counts = (
+        sum(int(g["n"]) for g in groups),
+        sum(int(g["n_items"]) for g in groups),  # an item is in exactly one group
+        sum(int(g["n_buy"]) for g in groups),
+        sum(int(g["n_sale"]) for g in groups),
+        sum(int(g["n_known"]) for g in groups),
+    )
+    return _profile(user_id, brands, leaves, prices, paid, counts, shop_discount_rate(con, now),
+                    max(g["last_ts"] for g in groups))  # fmt: skip
+
+
+def _profile(
+    user_id: str, brands: dict[str, float], leaves: dict[str, float], prices: list[float], paid: list[float],
+    counts: tuple[int, int, int, int, int], rate: float, last_ts: datetime | None,
+) -> Profile:  # fmt: skip
+    """The profile from the weights per brand and normalized leaf category, the prices seen and paid and
+    (events, distinct items, purchases, purchases on sale, purchases with a known sale state)."""
+    n_events, n_items, n_buy, n_sale, n_known = counts
+    prefixes: dict[str, float] = {}
     for cat, w in leaves.items():
         parts = cat.split(SEP)
         for k in range(1, len(parts) + 1):
             path = SEP.join(parts[:k])
             prefixes[path] = prefixes.get(path, 0.0) + w
     cat_total = sum(leaves.values())
-    prices = [float(p) for g in groups for p in g["prices"] or []]
-    paid = [float(p) for g in groups for p in g["paid"] or []]
-    n_sale, n_known = sum(int(g["n_sale"]) for g in groups), sum(int(g["n_known"]) for g in groups)
-    rate = shop_discount_rate(con, now)
     brand_shares = _shares(brands)
     top_leaf = min(leaves.items(), key=lambda kv: (-kv[1], kv[0]))[0] if any(leaves.values()) else None
     return Profile(
         user_id=user_id,
-        n_events=sum(int(g["n"]) for g in groups),
-        n_items=sum(int(g["n_items"]) for g in groups),  # an item is in exactly one group
-        n_purchases=sum(int(g["n_buy"]) for g in groups),
+        n_events=n_events,
+        n_items=n_items,
+        n_purchases=n_buy,
         brands=brand_shares,
         categories={k: w / cat_total for k, w in sorted(prefixes.items(), key=lambda kv: (-kv[1], kv[0]))}
         if cat_total
@@ -245,7 +261,7 @@ def user_profile(
         discount_sensitivity=(n_sale + DISCOUNT_PRIOR * rate) / (n_known + DISCOUNT_PRIOR) - rate,
         top_brand=next(iter(brand_shares), None),
         top_category=top_leaf,
-        last_ts=max(g["last_ts"] for g in groups),
+        last_ts=last_ts,
     )
 
 
@@ -273,3 +289,108 @@ def item_facts(con: duckdb.DuckDBPyConnection, item_ids: list[str]) -> dict[str,
             discount=float(discount),
         )
     return out
+
+
+# ------------------------------------------------------------------ in-process: the catalog held in memory
+
+#: item_id → (title, brand, display category, normalized category, price, original_price)
+CatalogIndex = dict[str, tuple[str | None, str | None, str | None, str | None, float | None, float | None]]
+_INDEX: dict[int, CatalogIndex] = {}
+
+
+def catalog_index(con: duckdb.DuckDBPyConnection, key: str) -> CatalogIndex:
+    """The catalog as a dict for per-request lookups, for a long-lived caller (a service, the in-process
+    benchmark): built once from ``recctl.serving.served.catalog`` (cached, refreshed when the warehouse
+    changes) and rebuilt with it. A one-shot CLI call should not pay for it: it queries instead."""
+    from recctl.serving.served import catalog
+
+    frame = catalog(con, key)
+    hit = _INDEX.get(id(frame))
+    if hit is None:
+        index: CatalogIndex = {}
+        for item_id, title, brand, category, price, original in frame.select(
+            "item_id", "title", "brand", "category", "price", "original_price"
+        ).iter_rows():
+            levels = [p.strip() for p in (category or "").split(">") if p.strip()]
+            b = brand.strip() if isinstance(brand, str) else None
+            index[item_id] = (title, b or None, SEP.join(levels) or None, SEP.join(levels).lower() or None,
+                              price, original)  # fmt: skip
+        _INDEX.clear()
+        _INDEX[id(frame)] = hit = index
+    return hit
+
+
+def facts_from_index(index: CatalogIndex, item_ids: list[str]) -> dict[str, ItemFacts]:
+    """:func:`item_facts` from a :func:`catalog_index` (same values, no query)."""
+    out: dict[str, ItemFacts] = {}
+    for item_id in item_ids:
+        row = index.get(item_id)
+        if row is None:
+            continue
+        title, brand, shown, _, price, original = row
+        discount = 0.0
+        if original is not None and original > 0 and price is not None:
+            discount = max(0.0, min(1.0, 1.0 - price / original))
+        out[item_id] = ItemFacts(
+            item_id, title, brand, shown, None if price is None else float(price), discount
+        )
+    return out
+
+
+def profile_from_index(
+    con: duckdb.DuckDBPyConnection, user_id: str, index: CatalogIndex, *, now: datetime | None = None
+) -> Profile | None:
+    """:func:`user_profile` (no decay) with the catalog from a :func:`catalog_index`: one query for the
+    user's events, the rest in Python over their few hundred rows (same values as the SQL path)."""
+    where, params = _user_filter(user_id)
+    ts_cond = " AND e.ts < ?" if now is not None else ""
+    rows = _rows(
+        con,
+        f"SELECT e.item_id, e.event_type, e.ts, e.price, e.discount FROM events e "
+        f"WHERE {where} AND e.item_id IS NOT NULL{ts_cond}",
+        [*params, *([now] if now is not None else [])],
+    )
+    if not rows:
+        return None
+    brands: dict[str, float] = {}
+    leaves: dict[str, float] = {}
+    prices: list[float] = []
+    paid: list[float] = []
+    items: set[str] = set()
+    n_buy = n_sale = n_known = 0
+    last: datetime | None = None
+    none: tuple[None, ...] = (None,) * 6
+    for item_id, kind, ts, e_price, e_discount in rows:  # the user's events: hundreds, not the table
+        _, brand, _, cat, i_price, original = index.get(item_id, none)
+        w = float(EVENT_WEIGHTS.get(kind, 1.0))
+        items.add(item_id)
+        last = ts if last is None or (ts is not None and ts > last) else last
+        if brand is not None:
+            brands[brand] = brands.get(brand, 0.0) + w
+        if cat is not None:
+            leaves[cat] = leaves.get(cat, 0.0) + w
+        seen = e_price if e_price is not None else i_price
+        price = float(seen) if seen is not None and seen >= 0 else None
+        if price is not None:
+            prices.append(price)
+        if kind == "purchase":
+            n_buy += 1
+            if price is not None:
+                paid.append(price)
+            sale = _sale(e_price, e_discount, i_price, original)
+            if sale is not None:
+                n_known += 1
+                n_sale += sale
+    return _profile(user_id, brands, leaves, prices, paid, (len(rows), len(items), n_buy, n_sale, n_known),
+                    shop_discount_rate(con, now), last)  # fmt: skip
+
+
+def _sale(e_price: Any, e_discount: Any, i_price: Any, original: Any) -> bool | None:
+    """Whether a purchase was on sale, as the SQL ``_on_sale``."""
+    if e_discount is not None:
+        return bool(e_discount > 0)
+    if e_price is not None and original is not None and original > 0:
+        return bool(e_price < 0.995 * original)
+    if original is not None and original > 0 and i_price is not None:
+        return bool(i_price < 0.995 * original)
+    return None

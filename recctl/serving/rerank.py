@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     import duckdb
 
     from recctl.config import RecctlConfig
-    from recctl.serving.profile import ItemFacts, Profile
+    from recctl.serving.profile import CatalogIndex, ItemFacts, Profile
 
 #: Half-width of the price band in the shop's currency: items this close to the visitor's median price
 #: score 1 on price; beyond it the score halves every further PRICE_BAND.
@@ -194,19 +194,27 @@ def run_rerank(
     user_id: str,
     item_ids: Sequence[str],
     impact: float | None = None,
+    *,
+    index: CatalogIndex | None = None,
 ) -> dict[str, Any]:
     """Re-rank ``item_ids`` for ``user_id`` from the warehouse (impact default: [serving] rerank_impact).
 
     Returns the JSON document ``{user_id, impact, personalized, items: [{item_id, rank, original_rank,
-    score, affinity, reason, known}]}``; ``personalized`` is false for a visitor without item events."""
-    from recctl.serving.profile import item_facts, user_profile
+    score, affinity, reason, known}]}``; ``personalized`` is false for a visitor without item events.
+    A long-lived caller passes ``index`` (``profile.catalog_index``): the catalog then comes from memory
+    and only the user's events are queried."""
+    from recctl.serving.profile import facts_from_index, item_facts, profile_from_index, user_profile
 
     value = check_impact(cfg.serving.rerank_impact if impact is None else impact)
     if not isinstance(user_id, str) or not user_id.strip():
         raise ConfigError("a user id is needed to re-rank for", hint="pass --user ID")
     check_items(item_ids)
-    profile = user_profile(con, user_id)
-    facts = item_facts(con, list(item_ids))
+    if index is not None:
+        profile = profile_from_index(con, user_id, index)
+        facts = facts_from_index(index, list(item_ids))
+    else:
+        profile = user_profile(con, user_id)
+        facts = item_facts(con, list(item_ids))
     ranked = rerank(profile, item_ids, facts, value)
     return {
         "user_id": user_id,

@@ -63,6 +63,7 @@ def recommend_session(
     import polars as pl
 
     from recctl.serving.served import catalog as cached_catalog
+    from recctl.serving.served import items_of
     from recctl.serving.session import parse_events
     from recctl.serving.user import Inputs, as_document, recommend_users
 
@@ -80,7 +81,10 @@ def recommend_session(
         ts=pl.col("ts").fill_null(pl.datetime(1970, 1, 1)) + pl.duration(microseconds=pl.col("position")),
     )  # fmt: skip
     catalog = cached_catalog(wh.con, str(wh.path))
-    unknown = ev.join(catalog.select("item_id"), on="item_id", how="anti")["item_id"].unique().to_list()
+    known = items_of(catalog, ev["item_id"])["item_id"]
+    unknown = (
+        ev.filter(~pl.col("item_id").is_in(known.implode()))["item_id"].unique(maintain_order=True).to_list()
+    )
     cfg = cfg.model_copy(update={"serving": cfg.serving.model_copy(
         update={"strategies": cfg.serving.strategies.model_copy(update={"returning": "session"})})})  # fmt: skip
     frame = recommend_users(wh.con, cfg, served, Inputs(catalog, events, visitors), k, category=category,

@@ -139,7 +139,11 @@ def fuse(lists: list[tuple[str, pl.DataFrame]]) -> pl.DataFrame:
 def _with_context(
     fused: pl.DataFrame, ev: pl.DataFrame, catalog: pl.DataFrame, current_item: str | None
 ) -> pl.DataFrame:
-    cat = catalog.select("item_id", "category", "price")
+    from recctl.serving.served import items_of
+
+    extra = [] if current_item is None else [current_item]
+    ids = pl.concat([fused["item_id"], ev["item_id"], pl.Series(extra, dtype=pl.String)])
+    cat = items_of(catalog, ids).select("item_id", "category", "price")
     last = ev.filter(pl.col("back") == 1).select("user_id", "item_id")
     if current_item is not None:
         last = last.with_columns(item_id=pl.lit(current_item))

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from recctl.serving import explain
+from recctl.serving.served import items_of
 from recctl.serving.session import CANDIDATE_SCHEMA, MAX_ITEMS, session_candidates, trending
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ def load_inputs(
             "ORDER BY user_id, ts, event_key",
             params=[user_ids],
         ).pl()
-    items = catalog(con, cache_key) if cache_key else load_items(con)
+    items = catalog(con, cache_key) if cache_key else load_items(con).sort("item_id")
     return Inputs(items, events, visitors(con, user_ids))
 
 
@@ -108,7 +109,7 @@ def recommend_users(
         todo = todo.filter(~todo.is_in(got["user_id"].unique().implode()))
     todo = pl.concat([todo, strat.filter(pl.col("strategy") == "trending")["user_id"]])
     if category is None and current_item is not None:  # a product page: trending in its category
-        found = inputs.catalog.filter(pl.col("item_id") == current_item)["category"]
+        found = items_of(inputs.catalog, pl.Series([current_item]))["category"]
         category = found[0] if found.len() and found[0] else None
     trend = trending(served, n, inputs.catalog, category=category)
     if todo.len():
@@ -159,7 +160,9 @@ def _blend(
     )
     if cap > 0:
         both = (
-            both.join(catalog.select("item_id", "category"), on="item_id", how="left")
+            both.join(
+                items_of(catalog, both["item_id"]).select("item_id", "category"), on="item_id", how="left"
+            )
             .with_columns(n_cat=pl.int_range(1, pl.len() + 1).over("user_id", "category"))
             .with_columns(slot=pl.when(pl.col("n_cat") > cap).then(pl.col("slot") + 1e6).otherwise("slot"))
             .sort("user_id", "slot", maintain_order=True)
