@@ -41,7 +41,7 @@ def lookup(
     since = _now() - parse_duration(max_age)
     rows = con.sql(
         "SELECT item_id, rank, score, sources, reason FROM recs "
-        "WHERE user_id = ? AND run_id = ? AND created_at >= ? ORDER BY rank LIMIT ?",
+        "WHERE user_id = ? AND run_id = ? AND created_at > ? ORDER BY rank LIMIT ?",
         params=[user_id, run_id, since, k],
     ).fetchall()
     if not rows:
@@ -64,10 +64,11 @@ def freshness(con: duckdb.DuckDBPyConnection, promoted: str | None, max_age: str
         "SELECT count(*), count(DISTINCT user_id), list(DISTINCT run_id), min(created_at), max(created_at) "
         "FROM recs"
     ).fetchall()[0]
-    age = None if newest is None else round((_now() - newest).total_seconds() / 3600.0, 2)
+    seconds = None if newest is None else (_now() - newest).total_seconds()
+    age = None if seconds is None else round(seconds / 3600.0, 2)
     fresh = bool(
-        rows and promoted is not None and runs_ == [promoted] and age is not None
-        and age * 3600.0 <= parse_duration(max_age).total_seconds()
+        rows and promoted is not None and runs_ == [promoted] and seconds is not None
+        and seconds < parse_duration(max_age).total_seconds()
     )  # fmt: skip
     return {"rows": rows, "users": users, "run_ids": runs_ or [], "promoted_run": promoted,
             "created_at": newest, "oldest": oldest, "age_hours": age, "max_age": max_age, "fresh": fresh}  # fmt: skip
