@@ -13,12 +13,16 @@ Known-answer tests specific to the model live beside it in the same file.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
 import polars as pl
+import pytest
 
-from recctl.candidates.base import RECS_SCHEMA, CandidateGenerator, build
+from recctl.candidates.base import RECS_SCHEMA, CandidateGenerator, build, load_generator
+from recctl.errors import NotTrainedError
+from recctl.ranking import PIPELINE
 
 
 def tiny_shop() -> pl.DataFrame:
@@ -112,6 +116,16 @@ class GeneratorContract:
         users = pl.Series(["u5", "u11", "nobody"])
         assert loaded.for_users(users, 4).equals(gen.for_users(users, 4))
         assert not list((tmp_path / "m").rglob("*.pkl")) and not list((tmp_path / "m").rglob("*.pickle"))
+
+    def test_a_damaged_save_is_a_clear_error(self, tmp_path: Path) -> None:
+        gen = self.fitted()
+        gen.save(tmp_path / "m")
+        files = sorted(p for p in (tmp_path / "m").rglob("*") if p.is_file() and p.name != "params.json")
+        assert files, "save wrote no artifact"
+        files[0].unlink()
+        load = type(gen).load if self.kind == PIPELINE else partial(load_generator, self.kind)
+        with pytest.raises(NotTrainedError, match="cannot be loaded"):
+            load(tmp_path / "m", gen.name, self.params)
 
 
 class ItemToItemContract(GeneratorContract):

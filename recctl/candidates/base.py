@@ -16,7 +16,7 @@ from typing import Any, Protocol, Self, runtime_checkable
 import polars as pl
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from recctl.errors import ConfigError
+from recctl.errors import ConfigError, NotTrainedError
 
 RECS_SCHEMA = {"user_id": pl.String, "item_id": pl.String, "score": pl.Float64, "rank": pl.Int32}
 
@@ -79,8 +79,23 @@ def load_generator(kind: str, path: Path, name: str, params: dict[str, Any]) -> 
     _load_builtin()
     if kind not in _REGISTRY:
         raise ConfigError(f"unknown candidate kind {kind!r}; known: {', '.join(sorted(_REGISTRY))}")
-    gen: CandidateGenerator = _REGISTRY[kind].load(path, name, params)
+    try:
+        gen: CandidateGenerator = _REGISTRY[kind].load(path, name, params)
+    except (FileNotFoundError, ValidationError) as exc:
+        raise unloadable(name, path, exc) from exc
     return gen
+
+
+def unloadable(name: str, path: Path, exc: Exception) -> NotTrainedError:
+    """The error for a saved model that cannot be read back.
+
+    A run saved by an older recctl (or cut short by hand) lacks a file or has old params: say so instead of
+    a traceback, and tell how to get a usable run.
+    """
+    return NotTrainedError(
+        f"the saved model {name!r} in {path} cannot be loaded ({type(exc).__name__}: {exc})",
+        hint="the run is incomplete or was saved by another recctl version; run `recctl train` again",
+    )
 
 
 def _load_builtin() -> None:

@@ -282,6 +282,17 @@ class Pipeline:
 
     @classmethod
     def load(cls, path: Path, name: str, params: dict[str, Any]) -> Self:
+        from pydantic import ValidationError
+
+        from recctl.candidates.base import unloadable
+
+        try:
+            return cls._load(path, name, params)
+        except (FileNotFoundError, ValidationError) as exc:
+            raise unloadable(name, path, exc) from exc
+
+    @classmethod
+    def _load(cls, path: Path, name: str, params: dict[str, Any]) -> Self:
         from recctl.candidates.base import load_generator
 
         PipelineParams.model_validate(params)
@@ -313,6 +324,8 @@ class Pipeline:
                 elif f.name in meta:
                     v = meta[f.name]
                     values[f.name] = datetime.fromisoformat(v) if f.name == "as_of" else v
+                elif f.default is dataclasses.MISSING:
+                    raise FileNotFoundError(f"no {fdir / f.name}.parquet")
             pipe.features = FeatureSet(**values)
         return pipe
 
