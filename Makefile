@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install torch==2.13.0
 	$(PIP) install -e '.[dev]'
+	$(BIN)/python -m compileall -q recctl  # an editable install writes no bytecode; cold starts need it
 	@touch $(STAMP)
 
 demo: $(STAMP)

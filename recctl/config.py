@@ -302,7 +302,7 @@ class RulesConfig(Strict):
     exclude_out_of_stock: bool = True
     hide_event_types: list[str] = Field(default_factory=lambda: ["hide", "dislike", "not_interested"])
     business: list[BusinessRule] = Field(default_factory=list)
-    diversity: DiversityConfig = DiversityConfig()
+    diversity: DiversityConfig = Field(default_factory=DiversityConfig)
 
     @field_validator("business")
     @classmethod
@@ -332,7 +332,7 @@ class ServingConfig(Strict):
     # the online store (`recs`, filled by `recommend --all`) answers a user when its rows come from the
     # promoted run and are younger than max_age; otherwise the pipeline ranks on the fly
     max_age: str = "1d"
-    strategies: StrategiesConfig = StrategiesConfig()
+    strategies: StrategiesConfig = Field(default_factory=StrategiesConfig)
     # over-personalization guard: a visitor who touched fewer than min_items distinct items gets a blend
     # in which trending_share of the slots go to trending items, under a cap of max_per_category per
     # category; above it, lists are personalized (still under [rules] diversity)
@@ -357,16 +357,16 @@ class ServingConfig(Strict):
 
 class RecctlConfig(Strict):
     seed: int = Field(42, description="root seed; every random component derives its own from it")
-    warehouse: WarehouseConfig = WarehouseConfig()
-    ingest: IngestConfig = IngestConfig()
+    warehouse: WarehouseConfig = Field(default_factory=WarehouseConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
     runs_dir: Path = Path("runs")
     candidates: list[CandidateSpec] = Field(default_factory=_default_candidates)
-    features: FeaturesConfig = FeaturesConfig()
-    ranker: RankerConfig = RankerConfig()
-    evaluate: EvaluateConfig = EvaluateConfig()
-    rules: RulesConfig = RulesConfig()
-    prepare: PrepareConfig = PrepareConfig()
-    serving: ServingConfig = ServingConfig()
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    ranker: RankerConfig = Field(default_factory=RankerConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    rules: RulesConfig = Field(default_factory=RulesConfig)
+    prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
 
     def resolved(self) -> dict[str, Any]:
         """The config as plain JSON-able data (what `recctl status --config` prints and runs save)."""

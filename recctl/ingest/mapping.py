@@ -69,12 +69,12 @@ class TimestampOptions(Strict):
 class Mapping(Strict):
     target: schema.TableName
     description: str = ""
-    read: ReadOptions = ReadOptions()
+    read: ReadOptions = Field(default_factory=ReadOptions)
     columns: dict[str, str] = Field(default_factory=dict)
     constants: dict[str, str | int | float | bool] = Field(default_factory=dict)
     event_types: dict[str, str] = Field(default_factory=dict)
     attributes: dict[str, str] = Field(default_factory=dict)
-    timestamp: TimestampOptions = TimestampOptions()
+    timestamp: TimestampOptions = Field(default_factory=TimestampOptions)
     #: Where the mapping came from (set by the loader; not a file key).
     source: str = "built-in identity mapping"
 
