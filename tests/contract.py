@@ -17,10 +17,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import polars as pl
 import pytest
 
-from recctl.candidates.base import RECS_SCHEMA, CandidateGenerator, build, load_generator
+from recctl.candidates.base import RECS_SCHEMA, CandidateGenerator, PairScorer, build, load_generator
 from recctl.errors import NotTrainedError
 from recctl.ranking import PIPELINE
 
@@ -136,3 +137,18 @@ class ItemToItemContract(GeneratorContract):
         related = gen.for_items(pl.Series(["a", "x", "unknown-item"]), 3)
         assert set(related.columns) >= {"item_id", "related_id", "score", "rank"}
         assert related.filter(pl.col("item_id") == pl.col("related_id")).height == 0
+
+
+class PairScorerContract(ItemToItemContract):
+    """For generators that also score given pairs (``pair_scores``)."""
+
+    def test_pair_scores_agree_with_item_to_item(self) -> None:
+        """Each pair gets the score ``for_items`` ranks it by; unknown items and an item with itself NaN."""
+        gen: Any = self.fitted()
+        assert isinstance(gen, PairScorer)
+        related = gen.for_items(pl.Series(["a", "x", "p0"]), 5)
+        assert related.height > 0
+        got = gen.pair_scores(related["item_id"], related["related_id"])
+        assert np.allclose(got, related["score"].to_numpy(), rtol=1e-4, atol=1e-5)
+        odd = gen.pair_scores(pl.Series(["a", "unknown-item", "a"]), pl.Series(["unknown-item", "a", "a"]))
+        assert np.isnan(odd).all()

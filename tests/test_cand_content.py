@@ -12,16 +12,16 @@ import pytest
 from recctl.candidates.base import build
 from recctl.candidates.content import _attribute_docs, _category_docs, holdout
 from recctl.errors import ConfigError
-from tests.contract import ItemToItemContract, tiny_catalog, tiny_shop
+from tests.contract import PairScorerContract, tiny_catalog, tiny_shop
 
 SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"
 
 
-class TestContent(ItemToItemContract):
+class TestContent(PairScorerContract):
     kind = "content"
 
 
-class TestContentFixedPrior(ItemToItemContract):
+class TestContentFixedPrior(PairScorerContract):
     kind = "content"
     params: ClassVar[dict[str, Any]] = {"popularity_weight": 0.1, "ngram_range": [1, 1], "min_df": 2}
 

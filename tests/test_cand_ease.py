@@ -12,10 +12,10 @@ import pytest
 from recctl.candidates import ease
 from recctl.candidates.base import build
 from recctl.errors import ConfigError
-from tests.contract import ItemToItemContract, tiny_shop
+from tests.contract import PairScorerContract, tiny_shop
 
 
-class TestEASE(ItemToItemContract):
+class TestEASE(PairScorerContract):
     kind = "ease"
     params: ClassVar[dict[str, Any]] = {"l2": 5.0}
 

@@ -12,10 +12,10 @@ import scipy.sparse as sp
 
 from recctl.candidates import ials
 from recctl.candidates.base import build
-from tests.contract import GeneratorContract, ItemToItemContract
+from tests.contract import GeneratorContract, PairScorerContract
 
 
-class TestIALS(ItemToItemContract):
+class TestIALS(PairScorerContract):
     kind = "ials"
     params: ClassVar[dict[str, Any]] = {"factors": 4, "iterations": 6, "regularization": 0.1}
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, Self, runtime_checkable
 
+import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -40,6 +41,19 @@ class CandidateGenerator(Protocol):
 
     @classmethod
     def load(cls, path: Path, name: str, params: dict[str, Any]) -> Self: ...
+
+
+@runtime_checkable
+class PairScorer(Protocol):
+    """A generator that scores given (anchor, item) pairs with the score its ``for_items`` ranks by.
+
+    Much cheaper than ``for_items`` when only a few pairs matter (the anchor of an explanation: which of a
+    visitor's recent items relates most to a recommended one), since nothing is ranked over the catalog.
+    """
+
+    def pair_scores(self, anchors: pl.Series, items: pl.Series) -> np.ndarray:
+        """float64 scores in the order of the pairs; NaN where either item is unknown or they are equal."""
+        ...
 
 
 Factory = Callable[[str, dict[str, Any]], CandidateGenerator]

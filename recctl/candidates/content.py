@@ -351,6 +351,15 @@ class Content:
             )
         return pl.concat(out).with_columns(rank=pl.int_range(1, pl.len() + 1).over("item_id").cast(pl.Int32))
 
+    def pair_scores(self, anchors: pl.Series, items: pl.Series) -> np.ndarray:
+        """The cosines of the pairs (the score of ``for_items``); NaN for unknown or ineligible items."""
+        from recctl.candidates.ease import pair_scores
+
+        X, ids = self.X, self.items["item_id"]
+        out = pair_scores(anchors, items, ids, lambda a, b: X[a].multiply(X[b]).sum(axis=1))
+        out[~items.cast(pl.String).is_in(ids.filter(self.items["eligible"]).implode()).to_numpy()] = np.nan
+        return out
+
     def _frame(self, keys: pl.Series, cols: Any, vals: Any, score: Any, key: str, other: str) -> pl.DataFrame:
         """Long (key, other, score) rows of a top-k block (row r of the block is ``keys[r]``), no -inf."""
         ok = np.isfinite(vals)

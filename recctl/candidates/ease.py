@@ -169,6 +169,22 @@ def related(
     )
 
 
+def pair_scores(
+    anchors: pl.Series,
+    items: pl.Series,
+    item_ids: pl.Series,
+    score: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """``pair_scores`` of a matrix model: ``score(anchor rows, item rows)`` for the pairs of known, different
+    items, NaN for the others."""
+    a, b = positions(anchors, item_ids), positions(items, item_ids)
+    ok = (a >= 0) & (b >= 0) & (a != b)
+    out = np.full(len(a), np.nan)
+    if ok.any():
+        out[ok] = np.asarray(score(a[ok], b[ok]), dtype=np.float64).ravel()
+    return out
+
+
 def save_ids(path: Path, **series: pl.Series) -> None:
     for name, s in series.items():
         pl.DataFrame({"id": s}).write_parquet(path / f"{name}.parquet")
@@ -275,6 +291,9 @@ class EASE:
     def for_items(self, items: pl.Series, n: int) -> pl.DataFrame:
         """Items an item's presence in a history raises most (its row of B)."""
         return related(items, n, self.items, lambda rows: self.b[rows])
+
+    def pair_scores(self, anchors: pl.Series, items: pl.Series) -> np.ndarray:
+        return pair_scores(anchors, items, self.items, lambda a, b: self.b[a, b])
 
     def save(self, path: Path) -> None:
         import scipy.sparse as sp

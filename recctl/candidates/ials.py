@@ -28,7 +28,15 @@ import polars as pl
 from pydantic import Field
 
 from recctl.candidates.base import register
-from recctl.candidates.ease import WeightedParams, interaction_matrix, load_ids, recommend, related, save_ids
+from recctl.candidates.ease import (
+    WeightedParams,
+    interaction_matrix,
+    load_ids,
+    pair_scores,
+    recommend,
+    related,
+    save_ids,
+)
 
 if TYPE_CHECKING:
     import scipy.sparse as sp
@@ -191,9 +199,16 @@ class IALS:
 
     def for_items(self, items: pl.Series, n: int) -> pl.DataFrame:
         """The items whose factors are closest in cosine."""
-        norms = np.linalg.norm(self.item_factors, axis=1, keepdims=True)
-        unit = self.item_factors / np.where(norms > 0, norms, 1.0).astype(np.float32)
+        unit = self._unit()
         return related(items, n, self.items, lambda rows: unit[rows] @ unit.T)
+
+    def pair_scores(self, anchors: pl.Series, items: pl.Series) -> np.ndarray:
+        unit = self._unit()
+        return pair_scores(anchors, items, self.items, lambda a, b: np.einsum("ij,ij->i", unit[a], unit[b]))
+
+    def _unit(self) -> np.ndarray:
+        norms = np.linalg.norm(self.item_factors, axis=1, keepdims=True)
+        return self.item_factors / np.where(norms > 0, norms, 1.0).astype(np.float32)
 
     def save(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,8 @@ The item's first source (the generator that ranked it highest) decides the kind 
 - no source (an item a pin added) → "featured".
 
 ``<title>`` is the anchor: among the visitor's recent items, the one the source itself relates most to
-the recommended item (its ``for_items`` scores, the k-th most recent weighted ``RECENCY ** (k - 1)``).
+the recommended item (its ``pair_scores``, else its top ``ANCHOR_N`` of ``for_items``; the k-th most recent
+weighted ``RECENCY ** (k - 1)``).
 When no recent item relates to it, the reason falls back to the visitor's brand, price band or category,
 and finally to "picked for you from your recent activity". Everything is vectorized over all users.
 """
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+from recctl.candidates.base import PairScorer
 from recctl.serving.session import PRICE_BAND, RECENCY
 
 if TYPE_CHECKING:
@@ -120,12 +122,17 @@ def _anchors(
         rec = recent.join(mine.select("user_id").unique(), on="user_id", how="semi")
         if rec.height == 0:
             continue
-        rel = gen.for_items(rec["item_id"].unique(), ANCHOR_N).select(
-            anchor_id="item_id", item_id="related_id", rel="score"
-        )
+        pairs = mine.join(rec.select("user_id", anchor_id="item_id", back="back"), on="user_id")
+        if isinstance(gen, PairScorer):  # score just these pairs: no ranking over the catalog
+            scored = pairs.with_columns(rel=pl.Series(gen.pair_scores(pairs["anchor_id"], pairs["item_id"])))
+        else:
+            rel = gen.for_items(rec["item_id"].unique(), ANCHOR_N).select(
+                anchor_id="item_id", item_id="related_id", rel="score"
+            )
+            scored = pairs.join(rel, on=["anchor_id", "item_id"])
         parts.append(
-            mine.join(rec.select("user_id", anchor_id="item_id", back="back"), on="user_id")
-            .join(rel, on=["anchor_id", "item_id"])
+            # a negative relation (EASE weights can be) is no reason "because you viewed" it
+            scored.filter(pl.col("rel").is_not_nan() & (pl.col("rel") > 1e-6))
             .with_columns(w=pl.col("rel") * RECENCY ** (pl.col("back") - 1))
             .sort("w", descending=True)
             .unique(["user_id", "item_id"], keep="first")
