@@ -58,12 +58,13 @@ def _render_examples(examples: dict[str, Any], c: Console) -> None:
         "product": "related to product {item_id} ({strategy})",
     }
     for key, doc in examples.items():
-        t = Table(title=titles[key].format(**doc), title_justify="left")
+        t = Table()  # the heading above it, not as its title: a title wraps to a narrow table's width
         for col in ("#", "item", "reason", "sources"):
             t.add_column(col)
         for it in doc["items"]:
             t.add_row(str(it["rank"]), it["item_id"], it["reason"], ", ".join(it["sources"]))
         c.print()
+        c.print(titles[key].format(**doc), style="italic", markup=False, highlight=False)
         c.print(t)
 
 
