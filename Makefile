@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATASETS ?= ../shared/datasets
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: install demo test test-real test-all bench bench-quality bench-train bench-latency lint format clean
+.PHONY: install demo test test-real test-all bench bench-ingest bench-quality bench-train bench-latency lint format clean
 
 install: $(STAMP)
 
@@ -37,7 +37,10 @@ test-real: $(STAMP)
 test-all: $(STAMP)
 	RECCTL_DATASETS="$(DATASETS)" $(BIN)/pytest
 
-bench: $(STAMP)
+# the speed and memory benchmarks, one after the other (run them on an idle machine); quality is separate
+bench: bench-ingest bench-train bench-latency
+
+bench-ingest: $(STAMP)
 	$(BIN)/python benchmarks/ingest.py
 
 # offline quality on the public datasets (needs ../shared/datasets): benchmarks/results/quality.json
