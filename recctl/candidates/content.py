@@ -353,10 +353,10 @@ class Content:
 
     def pair_scores(self, anchors: pl.Series, items: pl.Series) -> np.ndarray:
         """The cosines of the pairs (the score of ``for_items``); NaN for unknown or ineligible items."""
-        from recctl.candidates.ease import pair_scores
+        from recctl.candidates.ease import matrix_pair_scores
 
         X, ids = self.X, self.items["item_id"]
-        out = pair_scores(anchors, items, ids, lambda a, b: X[a].multiply(X[b]).sum(axis=1))
+        out = matrix_pair_scores(anchors, items, ids, lambda a, b: X[a].multiply(X[b]).sum(axis=1))
         out[~items.cast(pl.String).is_in(ids.filter(self.items["eligible"]).implode()).to_numpy()] = np.nan
         return out
 

@@ -169,7 +169,7 @@ def related(
     )
 
 
-def pair_scores(
+def matrix_pair_scores(
     anchors: pl.Series,
     items: pl.Series,
     item_ids: pl.Series,
@@ -293,7 +293,7 @@ class EASE:
         return related(items, n, self.items, lambda rows: self.b[rows])
 
     def pair_scores(self, anchors: pl.Series, items: pl.Series) -> np.ndarray:
-        return pair_scores(anchors, items, self.items, lambda a, b: self.b[a, b])
+        return matrix_pair_scores(anchors, items, self.items, lambda a, b: self.b[a, b])
 
     def save(self, path: Path) -> None:
         import scipy.sparse as sp

@@ -32,7 +32,7 @@ from recctl.candidates.ease import (
     WeightedParams,
     interaction_matrix,
     load_ids,
-    pair_scores,
+    matrix_pair_scores,
     recommend,
     related,
     save_ids,
@@ -204,7 +204,9 @@ class IALS:
 
     def pair_scores(self, anchors: pl.Series, items: pl.Series) -> np.ndarray:
         unit = self._unit()
-        return pair_scores(anchors, items, self.items, lambda a, b: np.einsum("ij,ij->i", unit[a], unit[b]))
+        return matrix_pair_scores(
+            anchors, items, self.items, lambda a, b: np.einsum("ij,ij->i", unit[a], unit[b])
+        )
 
     def _unit(self) -> np.ndarray:
         norms = np.linalg.norm(self.item_factors, axis=1, keepdims=True)
