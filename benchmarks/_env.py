@@ -1,11 +1,15 @@
-"""What every benchmark records about where it ran: commit, machine, how busy the CPUs were."""
+"""What every benchmark records about where it ran (commit, machine, how busy the CPUs were) and how it
+runs a measured child process."""
 
 from __future__ import annotations
 
 import os
 import platform
+import shutil
 import subprocess
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,3 +64,46 @@ def cpu_busy(seconds: float = 1.0) -> float | None:
     except (OSError, ValueError, IndexError):
         return None
     return 1.0 - (idle1 - idle0) / max(total1 - total0, 1)
+
+
+def recctl_cmd() -> list[str]:
+    """The recctl command of this interpreter's environment."""
+    exe = Path(sys.executable).parent / "recctl"
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("recctl")
+    return [found] if found else [sys.executable, "-m", "recctl"]
+
+
+@dataclass
+class Child:
+    code: int
+    wall_s: float
+    peak_mb: float
+    cpu_s: float
+    stdout: str
+    stderr: str
+
+
+def run_child(argv: list[str], out_path: Path, *, env: dict[str, str] | None = None) -> Child:
+    """Run one child to completion from the project root: exit code, wall time, peak RSS (MiB) and CPU time
+    (user + sys).
+
+    The peak is ``ru_maxrss`` from ``os.wait4`` on this child's pid: this child alone (plus any children it
+    waited for), not the max over every child the script ever ran as ``RUSAGE_CHILDREN`` would be. Its stdout
+    and stderr go through ``out_path`` and ``out_path`` with suffix ``.err`` (deleted afterwards).
+    """
+    err_path = out_path.with_suffix(".err")
+    try:
+        with out_path.open("wb") as out, err_path.open("wb") as err:
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=ROOT, env=env)
+            _, status, usage = os.wait4(proc.pid, 0)
+            wall = time.perf_counter() - t0
+        code = os.waitstatus_to_exitcode(status)
+        stdout = out_path.read_text(errors="replace")
+        stderr = err_path.read_text(errors="replace")
+    finally:
+        out_path.unlink(missing_ok=True)
+        err_path.unlink(missing_ok=True)
+    return Child(code, wall, usage.ru_maxrss / 1024.0, usage.ru_utime + usage.ru_stime, stdout, stderr)

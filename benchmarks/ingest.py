@@ -41,19 +41,22 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
-import os
 import re
 import resource
 import shutil
-import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from _env import cpu_busy, git_commit, machine  # benchmarks/_env.py: these scripts run from this folder
+from _env import (
+    cpu_busy,
+    git_commit,
+    machine,
+    recctl_cmd,
+    run_child,
+)  # benchmarks/_env.py: these scripts run from this folder
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "benchmarks" / "work"
@@ -178,35 +181,10 @@ def generate_csv(path: Path, n: int) -> float:
     """
     # in a child: DuckDB grows this process by GBs, and a child forked later would report that
     # high-water mark as its own peak (Linux carries it over fork + exec into ru_maxrss)
-    code, wall, _peak, _cpu, _out, stderr = run_child(
-        [sys.executable, "-c", GEN_CHILD, sql], WORK / "gen.out"
-    )
-    if code != 0:
-        raise BenchError(f"generating the CSV failed (exit {code}):\n{stderr.strip()}")
-    return wall
-
-
-def run_child(argv: list[str], stdout_path: Path) -> tuple[int, float, float, float, str, str]:
-    """Run one child: (exit code, wall s, peak RSS MB, CPU s (user + sys), stdout, stderr).
-
-    The peak is ``ru_maxrss`` from ``os.wait4`` on this child's pid: this child alone (plus any children
-    it waited for), not the max over every child this script ever ran as ``RUSAGE_CHILDREN`` would be.
-    """
-    err_path = stdout_path.with_suffix(".err")
-    try:
-        with stdout_path.open("wb") as out, err_path.open("wb") as err:
-            t0 = time.perf_counter()
-            proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=ROOT)
-            _, status, usage = os.wait4(proc.pid, 0)
-            wall = time.perf_counter() - t0
-            proc.returncode = os.waitstatus_to_exitcode(status)
-        stdout = stdout_path.read_text(errors="replace")
-        stderr = err_path.read_text(errors="replace")
-    finally:
-        stdout_path.unlink(missing_ok=True)
-        err_path.unlink(missing_ok=True)
-    cpu = usage.ru_utime + usage.ru_stime
-    return proc.returncode, wall, usage.ru_maxrss / 1024.0, cpu, stdout, stderr
+    gen = run_child([sys.executable, "-c", GEN_CHILD, sql], WORK / "gen.out")
+    if gen.code != 0:
+        raise BenchError(f"generating the CSV failed (exit {gen.code}):\n{gen.stderr.strip()}")
+    return gen.wall_s
 
 
 def last_json(text: str) -> tuple[dict[str, Any], bool]:
@@ -237,23 +215,15 @@ def run_raw(csv: Path, n: int) -> Run:
     remove_db(db)
     try:
         argv = [sys.executable, "-c", RAW_CHILD, str(csv), str(db)]
-        code, _wall, peak, cpu, stdout, stderr = run_child(argv, WORK / "raw.out")
+        raw = run_child(argv, WORK / "raw.out")
     finally:
         remove_db(db)
-    if code != 0:
-        raise BenchError(f"raw baseline failed (exit {code}):\n{stderr.strip()}")
-    res, _ = last_json(stdout)
+    if raw.code != 0:
+        raise BenchError(f"raw baseline failed (exit {raw.code}):\n{raw.stderr.strip()}")
+    res, _ = last_json(raw.stdout)
     if res["rows"] != n:
         raise BenchError(f"raw baseline loaded {res['rows']:,} rows, expected {n:,}")
-    return Run(float(res["seconds"]), peak, cpu, file={"types": res["types"]})
-
-
-def recctl_cmd() -> list[str]:
-    exe = Path(sys.executable).parent / "recctl"
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("recctl")
-    return [found] if found else [sys.executable, "-m", "recctl"]
+    return Run(float(res["seconds"]), raw.peak_mb, raw.cpu_s, file={"types": res["types"]})
 
 
 def run_recctl(csv: Path, warehouse: Path, mapping: Path, *, force: bool = False) -> Run:
@@ -261,16 +231,16 @@ def run_recctl(csv: Path, warehouse: Path, mapping: Path, *, force: bool = False
             "ingest", "events", str(csv), "--mapping", str(mapping)]  # fmt: skip
     if force:
         argv.append("--force")
-    code, wall, peak, cpu, stdout, stderr = run_child(argv, WORK / "recctl.out")
-    if code != 0:
+    rec = run_child(argv, WORK / "recctl.out")
+    if rec.code != 0:
         raise BenchError(
-            f"recctl ingest failed (exit {code}): {' '.join(argv)}\n{stderr.strip()}\n{stdout[-2000:]}"
+            f"recctl ingest failed (exit {rec.code}): {' '.join(argv)}\n{rec.stderr.strip()}\n{rec.stdout[-2000:]}"
         )
-    report, clean = last_json(stdout)
+    report, clean = last_json(rec.stdout)
     files = report.get("files") or []
     if len(files) != 1:
         raise BenchError(f"recctl reported {len(files)} files, expected 1: {report}")
-    return Run(wall, peak, cpu, file=files[0], stdout_clean=clean)
+    return Run(rec.wall_s, rec.peak_mb, rec.cpu_s, file=files[0], stdout_clean=clean)
 
 
 def check_load(f: dict[str, Any], n: int, bad: int, dup: int, *, rerun: bool = False) -> None:

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import quality as Q  # benchmarks/quality.py: the datasets, ingest and child-process helpers
-from _env import cpu_busy, git_commit, machine
+from _env import cpu_busy, git_commit, machine, recctl_cmd
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "benchmarks" / "work" / "latency"
@@ -91,7 +91,7 @@ def setup(args: argparse.Namespace, cfg: Path) -> None:
         + args.config.read_text()
     )
     Q.log(f"  recctl train ({args.config.name}) …")
-    took, _ = wall([*Q.recctl_cmd(), "--quiet", "--config", str(cfg), "train"], WORK)
+    took, _ = wall([*recctl_cmd(), "--quiet", "--config", str(cfg), "train"], WORK)
     Q.log(f"  trained in {took:.0f} s")
 
 
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         Q.log(f"{DATASET}:")
         setup(args, cfg)
-        recctl = [*Q.recctl_cmd(), "--config", str(cfg)]
+        recctl = [*recctl_cmd(), "--config", str(cfg)]
         took, out = wall([*recctl, "--json", "recommend", "--all"], WORK)
         batch = json.loads(out)
         recs.append({"name": "batch_all", "n": batch["users"], "per_s": round(batch["users"] / took, 1),

@@ -60,7 +60,6 @@ import os
 import re
 import resource
 import shutil
-import subprocess
 import sys
 import time
 import tomllib
@@ -69,7 +68,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _env import cpu_busy, git_commit, machine  # benchmarks/_env.py: these scripts run from this folder
+from _env import (
+    Child,
+    cpu_busy,
+    git_commit,
+    machine,
+    recctl_cmd,
+)  # benchmarks/_env.py: these scripts run from this folder
+from _env import run_child as _run_child
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "benchmarks" / "work" / "quality"
@@ -194,16 +200,6 @@ class BenchError(Exception):
 
 
 @dataclass
-class Child:
-    code: int
-    wall_s: float
-    peak_mb: float
-    cpu_s: float
-    stdout: str
-    stderr: str
-
-
-@dataclass
 class DatasetRun:
     name: str
     ingest_s: float = 0.0
@@ -218,30 +214,15 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-# --------------------------------------------------------------------------- helpers (as in ingest.py)
+# --------------------------------------------------------------------------- helpers
 
 
 def run_child(
     argv: list[str], tag: str, *, env: dict[str, str] | None = None, work: Path | None = None
 ) -> Child:
-    """Run one child to completion; its peak RSS (MiB) and CPU time from ``os.wait4`` on its pid.
-    Its stdout and stderr go through files in ``work`` (default: this benchmark's scratch folder)."""
-    out_path, err_path = (work or WORK) / f"{tag}.out", (work or WORK) / f"{tag}.err"
-    try:
-        with out_path.open("wb") as out, err_path.open("wb") as err:
-            t0 = time.perf_counter()
-            proc = subprocess.Popen(argv, stdout=out, stderr=err, cwd=ROOT, env=env)
-            _, status, usage = os.wait4(proc.pid, 0)
-            wall = time.perf_counter() - t0
-            proc.returncode = os.waitstatus_to_exitcode(status)
-        stdout = out_path.read_text(errors="replace")
-        stderr = err_path.read_text(errors="replace")
-    finally:
-        out_path.unlink(missing_ok=True)
-        err_path.unlink(missing_ok=True)
-    return Child(
-        proc.returncode, wall, usage.ru_maxrss / 1024.0, usage.ru_utime + usage.ru_stime, stdout, stderr
-    )
+    """``_env.run_child`` with its output files named ``tag`` in ``work`` (default: this benchmark's scratch
+    folder)."""
+    return _run_child(argv, (work or WORK) / f"{tag}.out", env=env)
 
 
 def last_json(text: str) -> dict[str, Any]:
@@ -262,14 +243,6 @@ def remove_db(path: Path) -> None:
             shutil.rmtree(p)
         elif p.exists():
             p.unlink()
-
-
-def recctl_cmd() -> list[str]:
-    exe = Path(sys.executable).parent / "recctl"
-    if exe.exists():
-        return [str(exe)]
-    found = shutil.which("recctl")
-    return [found] if found else [sys.executable, "-m", "recctl"]
 
 
 def recctl_env() -> dict[str, str]:

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import quality as Q  # benchmarks/quality.py: the datasets, ingest and child-process helpers
-from _env import cpu_busy, git_commit, machine
+from _env import cpu_busy, git_commit, machine, recctl_cmd
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "benchmarks" / "work" / "train"
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         Q.log(
             f"  recctl train with {args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config}"
         )
-        argv_ = [*Q.recctl_cmd(), "--quiet", "--json", "--config", str(cfg), "train"]
+        argv_ = [*recctl_cmd(), "--quiet", "--json", "--config", str(cfg), "train"]
         child = Q.run_child(argv_, "train", env=Q.recctl_env(), work=WORK)
         if child.code != 0:
             raise Q.BenchError(f"recctl train failed (exit {child.code}):\n{child.stderr.strip()[-3000:]}")
