@@ -13,7 +13,8 @@ from recctl.evaluate.service import run_evaluate
 from recctl.ingest import IngestReport, ingest, resolve_mapping
 from recctl.rules.segments import apply_segments
 from recctl.scaffold import scaffold
-from recctl.serving.service import recommend_all, recommend_item, recommend_user
+from recctl.serving.service import recommend_item, recommend_user
+from recctl.serving.store import batch
 from recctl.status import warehouse_status
 from recctl.train import run_train
 from recctl.warehouse import Warehouse, open_writer
@@ -64,7 +65,7 @@ def run_demo(data_dir: Path, workdir: Path, *, quick: bool = False) -> dict[str,
         trained = run_train(wh, cfg)
         evaluation, _ = run_evaluate(wh, cfg, dataset="sample-shop")
         segments = apply_segments(wh, cfg)
-        batch = recommend_all(wh, cfg)
+        stored = batch(wh, cfg)
         examples = _examples(wh, cfg, data_dir)
     report = write_report(evaluation, workdir / "report.html")
     return {
@@ -75,7 +76,7 @@ def run_demo(data_dir: Path, workdir: Path, *, quick: bool = False) -> dict[str,
         "evaluation": evaluation,
         "report": str(report),
         "segments": segments,
-        "online_store": batch,
+        "online_store": stored,
         "examples": examples,
     }
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -267,6 +269,36 @@ def test_batch_fills_the_store_and_user_answers_from_it(rec: Any, project: Path,
     assert [i["reason"] for i in from_store["items"]] == [i["reason"] for i in live["items"]]
     status = rec("status").json
     assert status["online_store"]["fresh"] is True and status["online_store"]["users"] == n_users
+
+
+def test_serving_goes_on_while_the_batch_ranks(
+    rec: Any, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """recommend --all holds the writer lock but ranks through a read-only connection: another process
+    answers from the store meanwhile; only the final write opens the file read-write."""
+    from recctl.serving import store
+
+    seen: dict[str, Any] = {}
+    rank_all = store.rank_all
+
+    def ranking(wh: Any, *args: Any, **kw: Any) -> Any:
+        seen["read_only"] = wh.read_only
+        code = (
+            "import duckdb, sys\n"
+            f"con = duckdb.connect({str(project / 'recctl.duckdb')!r}, read_only=True)\n"
+            "print(con.sql('SELECT count(*) FROM recs').fetchall()[0][0])\n"
+        )
+        reader = subprocess.run(
+            [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60
+        )
+        seen["reader"] = (reader.returncode, reader.stderr)
+        return rank_all(wh, *args, **kw)
+
+    monkeypatch.setattr(store, "rank_all", ranking)
+    r = rec("recommend", "--all", "--k", "3")
+    assert r.code == 0, r.stderr
+    assert seen["read_only"] is True and seen["reader"] == (0, "")
+    assert query(project / "recctl.duckdb", "SELECT max(rank) FROM recs")[0][0] == 3
 
 
 def test_a_stale_store_is_not_used(rec: Any, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:

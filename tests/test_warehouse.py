@@ -15,7 +15,7 @@ import pytest
 
 from recctl.config import RecctlConfig
 from recctl.errors import LockHeldError
-from recctl.warehouse import open_reader, open_writer
+from recctl.warehouse import open_reader, open_writer, reopen_writer, writer_lock
 from recctl.warehouse.lock import WarehouseLock, lock_path_for, read_holder
 from tests.conftest import query
 
@@ -112,6 +112,45 @@ def test_readers_never_take_the_lock_file_and_wait_for_duckdbs(tmp_path: Path) -
             pass
         with open_reader(cfg(db), wait=30) as wh:
             assert wh.read_only
+    finally:
+        p.kill()
+        p.wait()
+
+
+def reader_script(db: Path, seconds: float) -> subprocess.Popen[str]:
+    """Another process with the database open read-only (a serving call) for ``seconds``."""
+    code = (
+        f"import time, duckdb\ncon = duckdb.connect({str(db)!r}, read_only=True)\n"
+        f"print('ready', flush=True)\ntime.sleep({seconds})\n"
+    )
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=ENV)
+    assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    return p
+
+
+def test_a_writer_waits_for_readers_then_exits_75(tmp_path: Path) -> None:
+    db = tmp_path / "w.duckdb"
+    with open_writer(cfg(db), "setup"):
+        pass
+    # a short reader: the writer retries its open (default grace) and gets in when the reader is gone
+    p = reader_script(db, 1.0)
+    try:
+        t0 = time.monotonic()
+        with open_writer(cfg(db), "after a reader") as wh:
+            assert not wh.read_only
+        assert time.monotonic() - t0 >= 0.5  # it did wait
+    finally:
+        p.kill()
+        p.wait()
+    # a reader that stays longer than the writer's wait and grace: exit 75, naming the reader's pid
+    p = reader_script(db, 30)
+    try:
+        with (
+            writer_lock(cfg(db), "blocked"),
+            pytest.raises(LockHeldError, match=rf"readers.*PID {p.pid}"),
+            reopen_writer(cfg(db), wait=0, grace=0.3),
+        ):
+            pass
     finally:
         p.kill()
         p.wait()

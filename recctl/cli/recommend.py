@@ -90,14 +90,9 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("--out goes with --all")
         state: State = ctx.obj
         cfg = state.config
-        if all_:
-            from recctl.warehouse import open_writer
-
-            with (
-                open_writer(cfg, "recommend --all", wait=wait) as wh,
-                state.out.progress(None, "ranking users") as adv,
-            ):
-                result = service.recommend_all(wh, cfg, k=k, out=out, progress=adv)
+        if all_:  # it takes the writer lock itself: it reads read-only until it writes
+            with state.out.progress(None, "ranking users") as adv:
+                result = service.recommend_all(cfg, k=k, out=out, wait=wait, progress=adv)
             state.out.emit(result, lambda c: _render_batch(result, c))
             return
         text = None

@@ -5,7 +5,7 @@
 - ``recommend_item``: related items for a product page (``recctl.serving.item``);
 - ``recommend_session``: an anonymous visitor's events → in-session recommendations; no events →
   trending for the context;
-- ``recommend_all``: the batch into the online store (``recctl.serving.store.batch``).
+- ``recommend_all``: the batch into the online store (``recctl.serving.store.serve_batch``).
 """
 
 from __future__ import annotations
@@ -95,9 +95,11 @@ def recommend_session(
 
 
 def recommend_all(
-    wh: Warehouse, cfg: RecctlConfig, *, k: int | None = None, out: Path | None = None,
+    cfg: RecctlConfig, *, k: int | None = None, out: Path | None = None, wait: float | None = None,
     progress: Callable[..., None] | None = None, on_total: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    from recctl.serving.store import batch
+    """`recommend --all`: takes the writer lock itself and ranks through a read-only connection, so that
+    serving goes on until the one-transaction write (``recctl.serving.store.serve_batch``)."""
+    from recctl.serving.store import serve_batch
 
-    return batch(wh, cfg, k=k, out=out, progress=progress, on_total=on_total)
+    return serve_batch(cfg, k=k, out=out, wait=wait, progress=progress, on_total=on_total)

@@ -74,17 +74,47 @@ def freshness(con: duckdb.DuckDBPyConnection, promoted: str | None, max_age: str
             "created_at": newest, "oldest": oldest, "age_hours": age, "max_age": max_age, "fresh": fresh}  # fmt: skip
 
 
+def serve_batch(
+    cfg: RecctlConfig, *, k: int | None = None, out: Path | None = None, wait: float | None = None,
+    progress: Callable[..., None] | None = None, on_total: Callable[[int], None] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """``batch`` as `recommend --all` runs it: under the writer lock, ranking through a read-only
+    connection (serving calls keep being answered, from the previous lists, meanwhile), then a short
+    read-write open for the one-transaction write."""
+    from recctl.warehouse import open_reader, reopen_writer, writer_lock
+
+    with writer_lock(cfg, "recommend --all", wait=wait):
+        with reopen_writer(cfg, wait=wait):
+            pass  # pending migrations first: readers refuse an old schema
+        t0 = time.perf_counter()
+        with open_reader(cfg, wait=cfg.warehouse.lock_wait if wait is None else wait) as wh:
+            rows, report = rank_all(wh, cfg, k=k, progress=progress, on_total=on_total)
+        with reopen_writer(cfg, wait=wait) as wh:
+            write(wh.con, rows)
+        return _finish(report, rows, out, t0)
+
+
 def batch(
     wh: Warehouse, cfg: RecctlConfig, *, k: int | None = None, out: Path | None = None,
     progress: Callable[..., None] | None = None, on_total: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Rank every user into ``recs`` (and ``out`` as parquet); returns the run's report."""
+    """Rank every user into ``recs`` (and ``out`` as parquet) on an open writer; returns the report."""
+    t0 = time.perf_counter()
+    rows, report = rank_all(wh, cfg, k=k, progress=progress, on_total=on_total)
+    write(wh.con, rows)
+    return _finish(report, rows, out, t0)
+
+
+def rank_all(
+    wh: Warehouse, cfg: RecctlConfig, *, k: int | None = None,
+    progress: Callable[..., None] | None = None, on_total: Callable[[int], None] | None = None,
+) -> tuple[pl.DataFrame | None, dict[str, Any]]:  # fmt: skip
+    """Every user's top ``k`` as rows of ``recs`` (None when there is nobody), and the report so far."""
     import polars as pl
 
     from recctl.serving.served import promoted
     from recctl.serving.user import Inputs, load_inputs, recommend_users
 
-    t0 = time.perf_counter()
     k = k or cfg.serving.k
     served = promoted(cfg.runs_dir)
     everything = load_inputs(wh.con, None)
@@ -124,18 +154,22 @@ def batch(
         "user_id", "rank", "item_id", "score", "reason", "sources",
         run_id=pl.lit(served.run_id), created_at=pl.lit(now),
     ) if recs.height else None  # fmt: skip
-    write(wh.con, rows)
+    by_state = {} if recs.height == 0 else dict(
+        recs.group_by("state").agg(pl.col("user_id").n_unique()).sort("state").iter_rows()
+    )  # fmt: skip
+    return rows, {"run_id": served.run_id, "users": users.len(), "rows": 0 if rows is None else rows.height,
+                  "k": k, "by_state": by_state, "created_at": now}  # fmt: skip
+
+
+def _finish(report: dict[str, Any], rows: pl.DataFrame | None, out: Path | None, t0: float) -> dict[str, Any]:
+    """The batch's report, once ``rows`` are stored (and written to ``out``)."""
     if out is not None and rows is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         rows.write_parquet(out)
     seconds = time.perf_counter() - t0
-    by_state = {} if recs.height == 0 else dict(
-        recs.group_by("state").agg(pl.col("user_id").n_unique()).sort("state").iter_rows()
-    )  # fmt: skip
-    return {"run_id": served.run_id, "users": users.len(), "rows": 0 if rows is None else rows.height, "k": k,
-            "by_state": by_state, "seconds": round(seconds, 2),
-            "users_per_s": round(users.len() / seconds, 1) if seconds > 0 else None,
-            "created_at": now, "out": str(out) if out else None}  # fmt: skip
+    users = report["users"]
+    return {**report, "seconds": round(seconds, 2), "users_per_s": round(users / seconds, 1) if seconds > 0 else None,
+            "out": str(out) if out else None}  # fmt: skip
 
 
 def write(con: duckdb.DuckDBPyConnection, rows: pl.DataFrame | None) -> None:

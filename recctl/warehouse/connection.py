@@ -3,7 +3,10 @@
 DuckDB itself allows one read-write process *or* several read-only ones per file. Writers serialize on
 the lock file first, so they queue or exit 75 with a message naming the holder. A reader never takes
 the lock file; if a writer has the database open, DuckDB refuses the read-only open, and the reader
-retries for up to ``wait`` seconds and then exits 75 naming the writer.
+retries for up to ``wait`` seconds and then exits 75 naming the writer. A writer that finds readers
+holding the file (serving calls, each well under a second) retries its open for ``wait`` seconds, at least
+``READER_GRACE``, then exits 75 too. ``writer_lock`` + ``reopen_writer`` let a long job hold the lock
+file while it reads through a read-only connection, so that readers keep being served until it writes.
 """
 
 from __future__ import annotations
@@ -38,23 +41,60 @@ def _configure(con: duckdb.DuckDBPyConnection, cfg: RecctlConfig) -> None:
         con.execute("SET memory_limit = ?", [cfg.warehouse.memory_limit])
 
 
+READER_GRACE = 5.0  # seconds a writer retries while read-only readers have the file open
+
+
 @contextmanager
 def open_writer(cfg: RecctlConfig, command: str, *, wait: float | None = None) -> Iterator[Warehouse]:
     """Take the writer lock, open read-write, apply pending migrations."""
-    path = cfg.warehouse.path
-    with WarehouseLock(path, command) as lock:
+    with writer_lock(cfg, command, wait=wait), reopen_writer(cfg, wait=wait) as wh:
+        yield wh
+
+
+@contextmanager
+def writer_lock(cfg: RecctlConfig, command: str, *, wait: float | None = None) -> Iterator[None]:
+    """Hold the writer lock file (no connection): other writers queue or exit 75."""
+    with WarehouseLock(cfg.warehouse.path, command) as lock:
         lock.acquire(cfg.warehouse.lock_wait if wait is None else wait)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        yield
+
+
+@contextmanager
+def reopen_writer(
+    cfg: RecctlConfig, *, wait: float | None = None, grace: float = READER_GRACE
+) -> Iterator[Warehouse]:
+    """Open read-write and apply pending migrations; the caller holds ``writer_lock``.
+
+    While readers have the file open, DuckDB refuses: retry for ``wait`` seconds (at least ``grace``),
+    then exit 75.
+    """
+    path = cfg.warehouse.path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + max(cfg.warehouse.lock_wait if wait is None else wait, grace)
+    while True:
         try:
             con = duckdb.connect(str(path))
+            break
         except duckdb.IOException as exc:
-            raise WarehouseError(f"cannot open warehouse {path}: {exc}") from exc
-        try:
-            _configure(con, cfg)
-            migrate(con)
-            yield Warehouse(con, path, read_only=False)
-        finally:
-            con.close()
+            if "lock" not in str(exc).lower():
+                raise WarehouseError(f"cannot open warehouse {path}: {exc}") from exc
+            if time.monotonic() >= deadline:
+                raise LockHeldError(
+                    f"the warehouse is open in other processes (readers): {_conflict(exc)}",
+                    hint="retry later, or pass --wait SECONDS",
+                ) from None
+            time.sleep(0.1)
+    try:
+        _configure(con, cfg)
+        migrate(con)
+        yield Warehouse(con, path, read_only=False)
+    finally:
+        con.close()
+
+
+def _conflict(exc: Exception) -> str:
+    """DuckDB's lock message without its advice about the CLI."""
+    return str(exc).split(". However,", 1)[0].removeprefix("IO Error: ")
 
 
 @contextmanager
