@@ -12,7 +12,7 @@ file while it reads through a read-only connection, so that readers keep being s
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,26 +70,38 @@ def reopen_writer(
     """
     path = cfg.warehouse.path
     path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + max(cfg.warehouse.lock_wait if wait is None else wait, grace)
-    while True:
-        try:
-            con = duckdb.connect(str(path))
-            break
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower():
-                raise WarehouseError(f"cannot open warehouse {path}: {exc}") from exc
-            if time.monotonic() >= deadline:
-                raise LockHeldError(
-                    f"the warehouse is open in other processes (readers): {_conflict(exc)}",
-                    hint="retry later, or pass --wait SECONDS",
-                ) from None
-            time.sleep(0.1)
+    con = _connect(
+        path,
+        read_only=False,
+        wait=max(cfg.warehouse.lock_wait if wait is None else wait, grace),
+        refused=lambda exc: LockHeldError(
+            f"the warehouse is open in other processes (readers): {_conflict(exc)}",
+            hint="retry later, or pass --wait SECONDS",
+        ),
+    )
     try:
         _configure(con, cfg)
         migrate(con)
         yield Warehouse(con, path, read_only=False)
     finally:
         con.close()
+
+
+def _connect(
+    path: Path, *, read_only: bool, wait: float, refused: Callable[[Exception], LockHeldError]
+) -> duckdb.DuckDBPyConnection:
+    """Open ``path``, retrying for ``wait`` seconds while another process's DuckDB lock refuses it; then
+    raise ``refused(the last refusal)``."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise WarehouseError(f"cannot open warehouse {path}: {exc}") from exc
+            if time.monotonic() >= deadline:
+                raise refused(exc) from None
+            time.sleep(0.1)
 
 
 def _conflict(exc: Exception) -> str:
@@ -103,21 +115,16 @@ def open_reader(cfg: RecctlConfig, *, wait: float = 0.0) -> Iterator[Warehouse]:
     path = cfg.warehouse.path
     if not path.exists():
         raise WarehouseError(f"no warehouse at {path}", hint="run `recctl init` or `recctl ingest` first")
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            con = duckdb.connect(str(path), read_only=True)
-            break
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower():
-                raise WarehouseError(f"cannot open warehouse {path}: {exc}") from exc
-            if time.monotonic() >= deadline:
-                holder = describe_holder(read_holder(lock_path_for(path)))
-                raise LockHeldError(
-                    f"the warehouse is being written by {holder}; read-only opens wait for it to finish",
-                    hint="retry later, or pass --wait SECONDS",
-                ) from None
-            time.sleep(0.2)
+    con = _connect(
+        path,
+        read_only=True,
+        wait=wait,
+        refused=lambda _: LockHeldError(
+            f"the warehouse is being written by {describe_holder(read_holder(lock_path_for(path)))}; "
+            "read-only opens wait for it to finish",
+            hint="retry later, or pass --wait SECONDS",
+        ),
+    )
     try:
         _configure(con, cfg)
         version = current_version(con)
