@@ -86,7 +86,9 @@ GENERATORS = ROOT / "benchmarks" / "generators"
 
 KS = [10, 20]
 N_BOOT = 1000
-BASELINES = ["popular", "popular-recent", "random"]
+BASELINES = ["popular", "popular-recent", "random", "personal-top"]
+# the baselines every dataset's records must have (personal-top came with issue 12; older records lack it)
+REQUIRED_BASELINES = ["popular", "popular-recent", "random"]
 RECENT_DAYS = 7.0
 TARGET_CLI_S = 120.0
 CANDIDATE_NS = [100, 300]
@@ -95,7 +97,9 @@ TARGET_BEST = {"amazon-beauty": (0.090, 0.055), "amazon-sports": (0.052, 0.031)}
 TARGET_PIPELINE = {"amazon-beauty": (0.100, 0.062), "amazon-sports": (0.060, 0.035)}  # issue 5
 PIPELINE_LIFT = 0.05  # the pipeline's NDCG@10 over the best single generator of its dataset and variant
 TARGET_FIT_S = {("amazon-beauty", "sasrec"): 1200.0, ("completejourney", "*"): 120.0}
-VARIANT_ORDER = {"all": 0, "new-items": 1}
+VARIANT_ORDER = {"all": 0, "new-items": 1, "repeat": 2}
+# issue 12: on the repeat-allowed runs the pipeline must beat the better of these by PIPELINE_LIFT
+REPEAT_PEERS = ("personal-top", "buy-again")
 ACCURACY = ("recall", "precision", "ndcg", "mrr", "map", "hit")
 
 
@@ -181,14 +185,23 @@ DATASETS: dict[str, Dataset] = {
             Load("events", "completejourney/transactions.parquet", "completejourney-transactions"),
             Load("items", "completejourney/products.parquet", "completejourney-products"),
         ),
-        runs=(EvalRun("temporal", "all", cutoff="4w"), EvalRun("temporal", "new-items", cutoff="4w")),
+        runs=(
+            EvalRun("temporal", "all", cutoff="4w"),
+            EvalRun("temporal", "new-items", cutoff="4w"),
+            EvalRun("temporal", "repeat", cutoff="4w"),
+            EvalRun("next-basket", "repeat"),
+        ),
         target_events=("purchase",),
-        targets="the (household, product) pairs purchased in the last 4 weeks; new-items: only products "
-        "the household had not bought before the cutoff",
+        targets="temporal: the (household, product) pairs purchased in the last 4 weeks; new-items: only "
+        "products the household had not bought before the cutoff; next-basket: each household's last basket "
+        "(basket_id), training = everything of the household before it",
         notes=(
             "variant all with seen items filtered: targets the household already bought before the cutoff "
             "(repeat purchases, see data.targets_seen_in_train) can never be hit, so all differs from "
             "new-items only by a larger denominator",
+            "variant repeat: nothing filtered, repurchases count as hits; metrics also split into repeat and "
+            "explore targets (repeat_target_share, recall_repeat@K, recall_explore@K, repeat_hit_share@K); "
+            "the pipeline runs with [rules] exclude_bought = false (benchmarks/pipeline/completejourney.toml)",
         ),
         candidate_ns=tuple(CANDIDATE_NS),
     ),
@@ -276,7 +289,8 @@ def child_main(spec_path: Path) -> int:
 
     spec = json.loads(spec_path.read_text())
     cfg = RecctlConfig.model_validate(spec["config"])
-    kinds = {c.name: c.kind for c in cfg.candidates} | {"popular": "popular", "popular-recent": "popular"}
+    kinds = {c.name: c.kind for c in cfg.candidates} | {"popular": "popular", "popular-recent": "popular",
+                                                         "personal-top": "personal"}  # fmt: skip
     kinds["random"] = "random"
     if cfg.ranker.enabled:
         kinds[cfg.ranker.name] = "pipeline"
@@ -383,15 +397,16 @@ def evaluate(
         "evaluate": {
             "target_events": list(ds.target_events),
             "ks": KS,
-            "filter_seen": True,
+            "filter_seen": True,  # the repeat runs turn it off (their variant)
             "n_boot": args.n_boot,
             "baselines": BASELINES,
             "recent_days": RECENT_DAYS,
             "candidate_ns": list(ds.candidate_ns),
         },
         "candidates": user_cfg.get("candidates", []),
-        # the two-stage pipeline only where the file configures it ([ranker])
+        # the two-stage pipeline only where the file configures it ([ranker]), with its [rules]
         "ranker": user_cfg.get("ranker", {"enabled": False}),
+        "rules": user_cfg.get("rules", {}),
     }
     runs = [
         {
@@ -404,7 +419,10 @@ def evaluate(
             "mapping": r.mapping,
         }
         for r in ds.runs
+        if not args.runs or f"{r.protocol}:{r.variant}" in args.runs or r.variant in args.runs
     ]
+    if not runs:
+        raise BenchError(f"{ds.name}: --runs {','.join(args.runs)} selects none of its runs")
     spec_path, out_path = WORK / f"{ds.name}-spec.json", WORK / f"{ds.name}-result.json"
     out_path.unlink(missing_ok=True)
     spec = {
@@ -642,14 +660,27 @@ def target_misses(recs: list[dict[str, Any]]) -> list[str]:
     gens = [r for r in recs if r["model"] not in BASELINES and r.get("kind") != "pipeline"]
     misses = []
     for p in (r for r in recs if r.get("kind") == "pipeline"):
-        where = f"{p['dataset']} {p['variant']} {p['model']}"
-        peers = [r for r in gens if (r["dataset"], r["variant"]) == (p["dataset"], p["variant"])]
+        where = f"{p['dataset']} {p['protocol']} {p['variant']} {p['model']}"
+        same = [
+            r
+            for r in recs
+            if (r["dataset"], r["protocol"], r["variant"]) == (p["dataset"], p["protocol"], p["variant"])
+        ]
+        peers = [r for r in same if r in gens or r["model"] == "personal-top"]
         n10 = p["metrics"]["ndcg@10"]
         if peers:
             best = max(peers, key=lambda r: r["metrics"]["ndcg@10"])
             if n10 < (1 + PIPELINE_LIFT) * best["metrics"]["ndcg@10"]:
                 misses.append(f"{where}: ndcg@10 {n10:.4f} not {PIPELINE_LIFT:.0%} over {best['model']} "
                               f"{best['metrics']['ndcg@10']:.4f}")  # fmt: skip
+        if p["variant"] == "repeat":  # issue 12: over the better of personal-top and the repeat generator
+            rivals = [r for r in same if r["model"] in REPEAT_PEERS]
+            if len(rivals) < len(REPEAT_PEERS):
+                misses.append(f"{where}: {', '.join(REPEAT_PEERS)} not both evaluated beside it")
+            for r in rivals:
+                if n10 < (1 + PIPELINE_LIFT) * r["metrics"]["ndcg@10"]:
+                    misses.append(f"{where}: ndcg@10 {n10:.4f} not {PIPELINE_LIFT:.0%} over "
+                                  f"{r['model']} {r['metrics']['ndcg@10']:.4f}")  # fmt: skip
         if p["dataset"] in TARGET_PIPELINE:
             tr, tn = TARGET_PIPELINE[p["dataset"]]
             if p["metrics"]["recall@10"] < tr or n10 < tn:
@@ -728,6 +759,11 @@ def main(argv: list[str] | None = None) -> int:
         help="folder of <dataset>.toml files with each dataset's [[candidates]] (default %(default)s)",
     )
     ap.add_argument("--baselines-only", action="store_true", help="evaluate no generator, only the baselines")
+    ap.add_argument(
+        "--runs",
+        help="only these runs of each dataset: variants (repeat) or protocol:variant (next-basket:repeat), "
+        "comma-separated",
+    )
     ap.add_argument("--n-boot", type=int, default=N_BOOT, help=f"bootstrap resamples (default {N_BOOT})")
     ap.add_argument(
         "--out", type=Path, default=DEFAULT_OUT, help="records JSON, merged into (default %(default)s)"
@@ -749,6 +785,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown dataset(s) {', '.join(unknown)}; known: {', '.join(DATASETS)}")
     args.models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
+    args.runs = [r.strip() for r in args.runs.split(",") if r.strip()] if args.runs else None
     if args.n_boot < 1 or args.cli_repeat < 1:
         ap.error("--n-boot and --cli-repeat must be at least 1")
 
@@ -759,7 +796,7 @@ def main(argv: list[str] | None = None) -> int:
         if not path.exists():
             return {}
         conf = tomllib.loads(path.read_text(encoding="utf-8"))
-        return {k: conf[k] for k in ("seed", "candidates", "ranker") if k in conf}
+        return {k: conf[k] for k in ("seed", "candidates", "ranker", "rules") if k in conf}
 
     data_dir = datasets_dir()
     if not data_dir.is_dir():
@@ -861,7 +898,7 @@ def main(argv: list[str] | None = None) -> int:
             ("completejourney", ["all", "new-items"]),
         )
         for v in variants
-        for b in BASELINES
+        for b in REQUIRED_BASELINES
         if not any(r["dataset"] == d and r["variant"] == v and r["model"] == b for r in merged)
     ]
     if missing:

@@ -140,24 +140,34 @@ class RankerConfig(Strict):
     name: str = "ranked"  # the pipeline's name in evaluations and runs
     generators: list[str] = Field(default_factory=list)  # names from [[candidates]]; empty = all
     # labels for training the ranker: temporal (the last label_window of training; targets =
-    # [evaluate] target_events), last-item (each user's last interaction), auto (last-item when the
-    # evaluation protocol is leave-one-out, else temporal)
-    label: Literal["auto", "temporal", "last-item"] = "auto"
+    # [evaluate] target_events), last-item (each user's last interaction), last-basket (each user's last
+    # basket of target events: order, else session, else day), auto (the one that mirrors the evaluation
+    # protocol: last-item for leave-one-out, last-basket for next-basket, else temporal)
+    label: Literal["auto", "temporal", "last-item", "last-basket"] = "auto"
     label_window: str = "4w"
     # everything else of recctl.ranking.pipeline.PipelineParams: n_per_generator, negatives, hard_rank,
     # max_users, valid_share, features, filter_seen, chunk_users, lgbm = {n_estimators, learning_rate, ...}
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-Baseline = Literal["popular", "popular-recent", "random"]
-BASELINES: tuple[Baseline, ...] = ("popular", "popular-recent", "random")
+Baseline = Literal["popular", "popular-recent", "random", "personal-top"]
+BASELINES: tuple[Baseline, ...] = ("popular", "popular-recent", "random", "personal-top")
+Protocol = Literal["temporal", "leave-one-out", "next-basket", "files"]
+Variant = Literal["all", "new-items", "repeat"]
 
 
 class EvaluateConfig(Strict):
-    protocol: Literal["temporal", "leave-one-out", "files"] = "temporal"
+    """``[evaluate]``. The variant says which targets count and what is filtered: ``all`` (every target,
+    items the user already touched filtered from every list), ``new-items`` (only targets the user never
+    touched; seen items filtered), ``repeat`` (every target, nothing filtered: repurchases can be hit, and
+    the metrics are split into repeat and explore targets). ``filter_seen = false`` is the same thing as
+    ``variant = "repeat"`` (it is taken as that variant); ``filter_seen = false`` with ``new-items`` is
+    refused, as is the repeat variant with [rules] that exclude every bought item from the pipeline."""
+
+    protocol: Protocol = "temporal"
     cutoff: str = "4w"
     target_events: list[str] = Field(default_factory=lambda: ["purchase"])
-    variant: Literal["all", "new-items"] = "all"
+    variant: Variant = "all"
     filter_seen: bool = True
     ks: list[int] = Field(default_factory=lambda: [10, 20])
     curve_ks: list[int] = Field(default_factory=lambda: [1, 5, 10, 20, 50])
@@ -174,6 +184,21 @@ class EvaluateConfig(Strict):
         if not v or any(k < 1 for k in v):
             raise ValueError("K values are positive integers")
         return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _one_meaning(self) -> EvaluateConfig:
+        if not self.filter_seen and self.variant == "new-items":
+            raise ValueError(
+                "filter_seen = false means variant repeat (repurchases count); new-items keeps only targets "
+                "the user never touched, so it always filters seen items: drop one of the two settings"
+            )
+        return self
+
+    def effective_variant(self, variant: str | None = None) -> str:
+        """The variant an evaluation runs: ``variant`` (a --variant flag) or the configured one, with
+        ``filter_seen = false`` read as ``repeat``."""
+        v = variant or self.variant
+        return "repeat" if v == "all" and not self.filter_seen and variant is None else v
 
 
 class FeaturesConfig(Strict):
@@ -202,6 +227,7 @@ def _default_candidates() -> list[CandidateSpec]:
         CandidateSpec(name="affinity", kind="affinity"),
         CandidateSpec(name="ease", kind="ease", params={"top_items": 10000}),
         CandidateSpec(name="ials", kind="ials"),
+        CandidateSpec(name="buy-again", kind="repeat"),
         CandidateSpec(name="sasrec", kind="sasrec"),
     ]
 
@@ -308,6 +334,23 @@ class RulesConfig(Strict):
     @classmethod
     def _unique_names(cls, v: list[BusinessRule]) -> list[BusinessRule]:
         return unique_names(v, "rule names must be unique (they label explanations)")
+
+    def allows_repurchase(self) -> bool:
+        """Whether any bought item may be recommended again (so the pipeline's candidates keep them)."""
+        return (
+            not self.exclude_bought
+            or bool(self.repurchase)
+            or self.allow_repurchase_all_after_days is not None
+        )
+
+    def bought_policy(self) -> str:
+        """What the rules do with items the customer bought, in words (the evaluation report states it)."""
+        if not self.exclude_bought:
+            return "bought items may be recommended again"
+        allowed = [f"{e.category} after {e.min_days:g} days" for e in self.repurchase]
+        if self.allow_repurchase_all_after_days is not None:
+            allowed.append(f"everything else after {self.allow_repurchase_all_after_days:g} days")
+        return "bought items excluded" + (f" except {'; '.join(allowed)}" if allowed else "")
 
 
 VisitorState = Literal["new", "returning", "signed_in", "buyer"]

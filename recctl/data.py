@@ -16,6 +16,17 @@ INTERACTION_COLUMNS = (
 )  # fmt: skip
 
 
+def basket_key() -> pl.Expr:
+    """The basket of an event (the one definition the next-basket split, the repurchase cycles and the
+    ``repeat`` generator share): its order id, else its session id, else the calendar day of ``ts``."""
+    day = pl.col("ts").dt.date().cast(pl.String)
+    return pl.coalesce(
+        pl.lit("o:") + pl.col("order_id").cast(pl.String),
+        pl.lit("s:") + pl.col("session_id").cast(pl.String),
+        pl.lit("d:") + day,
+    ).alias("basket")
+
+
 def load_interactions(
     con: duckdb.DuckDBPyConnection, *, before: datetime | None = None, types: list[str] | None = None
 ) -> pl.DataFrame:

@@ -28,11 +28,15 @@ def render_evaluation(result: dict[str, Any], c: Console) -> None:
 
     s, d = result["settings"], result["data"]
     where = f"cutoff {s['cutoff']}, targets {', '.join(s['target_events'])}" if "cutoff" in s else ""
+    if d.get("basket"):
+        where = f"last basket by {d['basket']} (mean {d.get('mean_basket_size', 0):g} items)"
     c.print(
         f"[bold]{result['dataset']}[/] · protocol {result['protocol']} ({result['variant']}) {where} · "
         f"{'seen items filtered' if s['filter_seen'] else 'seen items kept'} · {s['ranking']} · "
         f"{d['test_users']:,} test users, {d['test_targets']:,} targets, {d['train_events']:,} training events"
     )
+    for where_, what in (s.get("filtering") or {}).items():
+        c.print(f"filtered in {where_}: {what}")
     removed = (d.get("prepare") or {}).get("events_removed")
     if removed:
         c.print(f"[prepare] removed {removed:,} training events before fitting (targets are never cleaned)")
@@ -52,6 +56,18 @@ def render_evaluation(result: dict[str, Any], c: Console) -> None:
             cells.append(f"{v:.4f}" + (f" [dim]±{(lo_hi[1] - lo_hi[0]) / 2:.4f}[/]" if lo_hi else ""))
         t.add_row(name, *cells)
     c.print(t)
+    split_rows = [
+        (n, r["metrics"]) for n, r in result["models"].items() if "repeat_target_share" in r["metrics"]
+    ]
+    if split_rows:
+        share = split_rows[0][1]["repeat_target_share"]
+        t = Table(title=f"repeat / explore ({share:.0%} of the targets are repeats)", title_justify="left")
+        rcols = [f"{m}@{k0}" for m in ("repeat_hit_share", "recall_repeat", "recall_explore")]
+        for col in ["model", *rcols]:
+            t.add_column(col, justify="left" if col == "model" else "right")
+        for name, m in split_rows:
+            t.add_row(name, *(f"{m.get(col, float('nan')):.4f}" for col in rcols))
+        c.print(t)
     if "candidate_union_recall" in result:
         per_model = ", ".join(
             f"{name} {' / '.join(f'{v:.3f}' for v in r['candidate_recall'].values())}"
@@ -91,10 +107,20 @@ def register(app: typer.Typer) -> None:
     def evaluate_cmd(
         ctx: typer.Context,
         protocol: Annotated[
-            str | None, typer.Option("--protocol", help="temporal | leave-one-out | files (default: config)")
+            str | None,
+            typer.Option(
+                "--protocol", help="temporal | leave-one-out | next-basket | files (default: config)"
+            ),
         ] = None,
         k: Annotated[str | None, typer.Option("--k", help="cut-offs, e.g. 10,20 (default: config)")] = None,
-        variant: Annotated[str | None, typer.Option("--variant", help="all | new-items")] = None,
+        variant: Annotated[
+            str | None,
+            typer.Option(
+                "--variant",
+                help="all | new-items (seen items filtered) | repeat (nothing filtered: repurchases count, "
+                "metrics split into repeat and explore targets)",
+            ),
+        ] = None,
         cutoff: Annotated[
             str | None,
             typer.Option("--cutoff", help="temporal: '4w', '28d' (last weeks/days) or an ISO date"),
@@ -125,10 +151,12 @@ def register(app: typer.Typer) -> None:
             float | None, typer.Option("--wait", help="wait up to SECONDS for the warehouse")
         ] = None,
     ) -> None:
-        """Offline evaluation with an honest protocol: configured models beside popular, popular-recent, random.
+        """Offline evaluation with an honest protocol: configured models beside popular, popular-recent, random
+        and personal-top (each user's own most-bought items).
 
-        Full ranking over the whole catalog (never sampled negatives); seen items filtered or not per config,
-        printed with the results. Recall, NDCG, MRR, MAP, precision, hit rate with bootstrap 95% intervals,
+        Full ranking over the whole catalog (never sampled negatives). What is filtered where is printed with
+        the results: the variant's seen-item filter, and the pipeline's [rules] (a repeat evaluation with
+        rules that exclude every bought item is refused). next-basket holds out each user's last basket. Recall, NDCG, MRR, MAP, precision, hit rate with bootstrap 95% intervals,
         coverage, novelty, diversity and a new / returning / buyer breakdown. Every result row is stored in
         the eval_runs table; --report writes one HTML page that works offline. With --gate, exit 3 when the
         candidate is worse than the promoted run (or popular-recent) by more than the tolerance.

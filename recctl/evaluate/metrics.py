@@ -317,3 +317,38 @@ def by_group(per_user: pl.DataFrame, groups: pl.DataFrame) -> dict[str, dict[str
     for row in stats.iter_rows(named=True):  # one row per group
         result[str(row["group"])] = {"users": int(row["users"]), **{c: float(row[c]) for c in names}}
     return result
+
+
+def repeat_explore(
+    recs: pl.DataFrame, targets: pl.DataFrame, seen: pl.DataFrame, ks: Sequence[int]
+) -> dict[str, float]:
+    """The repeat / explore split of the next-basket literature (Li et al. 2023, "A Next Basket
+    Recommendation Reality Check"): a *repeat* target is one the user already touched in training
+    (``seen``), an *explore* target one they did not.
+
+    - ``repeat_target_share``: the share of all targets that are repeats;
+    - ``repeat_hit_share@K``: the share of the hits within the top K that are repeat targets (0 without hits);
+    - ``recall_repeat@K`` / ``recall_explore@K``: recall on the repeat (explore) targets alone, the mean over
+      the users that have such targets.
+    """
+    k_list = _check_ks(ks)
+    tgt = (
+        _targets(targets)
+        .join(_targets(seen).with_columns(_rep=pl.lit(True)), on=["user_id", "item_id"], how="left")
+        .with_columns(pl.col("_rep").fill_null(False))
+    )
+    hits = _best_ranks(recs, max(k_list)).join(tgt, on=["user_id", "item_id"], how="inner")
+    out: dict[str, float] = {
+        "repeat_target_share": float(tgt["_rep"].mean() or 0.0) if tgt.height else 0.0,  # type: ignore[arg-type]
+    }
+    n = tgt.group_by("user_id", "_rep").len("n")
+    for k in k_list:
+        within = hits.filter(pl.col("rank") <= k)
+        out[f"repeat_hit_share@{k}"] = float(within["_rep"].mean() or 0.0) if within.height else 0.0  # type: ignore[arg-type]
+        per = n.join(
+            within.group_by("user_id", "_rep").len("h"), on=["user_id", "_rep"], how="left"
+        ).with_columns(r=pl.col("h").fill_null(0) / pl.col("n"))
+        for flag, name in ((True, "repeat"), (False, "explore")):
+            part = per.filter(pl.col("_rep") == flag)["r"]
+            out[f"recall_{name}@{k}"] = float(part.mean()) if part.len() else 0.0  # type: ignore[arg-type]
+    return out

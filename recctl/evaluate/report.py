@@ -38,6 +38,7 @@ STATE_ORDER = ("new", "returning", "buyer")
 PROTOCOLS = {
     "temporal": "train on every event before the cutoff, test on each user's target events inside the test window",
     "leave-one-out": "hold out each test user's last target event, train on everything else",
+    "next-basket": "hold out each test user's last basket of target events, train on everything before it",
 }
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
 CATALOG_COLOR = "#9e9e9e"
@@ -296,6 +297,20 @@ def _method_box(result: Mapping[str, Any]) -> str:
         f"<b>Ranking:</b> every model ranks the <i>whole</i> catalog ({escape(catalog)} items) for every test "
         "user — full ranking, never sampled negatives",
     ]
+    for where, what in _dict(s.get("filtering")).items():
+        items.append(f"<b>Filtered in {escape(str(where))}:</b> {escape(str(what))}")
+    shares = [
+        _num(_dict(m.get("metrics")).get("repeat_target_share")) for m in _dict(result.get("models")).values()
+    ]
+    if shares and math.isfinite(shares[0]):
+        items.append(
+            f"<b>Repeat targets:</b> {shares[0]:.1%} of the targets were touched by the user in training; "
+            "recall_repeat / recall_explore are recall on those and on the others, repeat_hit_share the share "
+            "of hits that are repeats"
+        )
+    if d.get("basket"):
+        items.append(f"<b>Basket:</b> {escape(str(d['basket']))}; mean target basket "
+                     f"{escape(str(d.get('mean_basket_size', 'n/a')))} items")  # fmt: skip
     prep = _dict(d.get("prepare"))
     if prep:
         items.append(

@@ -8,17 +8,19 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args
 
 import polars as pl
 
 from recctl.candidates.base import CandidateGenerator
-from recctl.config import CandidateSpec, EvaluateConfig, RecctlConfig
+from recctl.config import CandidateSpec, EvaluateConfig, Protocol, RecctlConfig
+from recctl.errors import ConfigError
 from recctl.evaluate import metrics as M
-from recctl.evaluate.splits import Split, from_frames, leave_one_out, temporal
+from recctl.evaluate.splits import VARIANTS, Split, from_frames, leave_one_out, next_basket, temporal
 from recctl.seeds import derive_seed
 
 ACCURACY = ("recall", "precision", "ndcg", "mrr", "map", "hit")
+PROTOCOLS = get_args(Protocol)
 
 
 @dataclass(frozen=True)
@@ -36,12 +38,18 @@ class Options:
     def from_config(cls, cfg: RecctlConfig, **override: Any) -> Options:
         e: EvaluateConfig = cfg.evaluate
         ks: list[int] = override.get("ks") or e.ks
+        variant = e.effective_variant(override.get("variant"))
+        protocol = override.get("protocol") or e.protocol
+        if protocol not in PROTOCOLS:
+            raise ConfigError(f"unknown protocol {protocol!r}: use {', '.join(PROTOCOLS)}")
+        if variant not in VARIANTS:
+            raise ConfigError(f"unknown variant {variant!r}: use {', '.join(VARIANTS)}")
         return cls(
-            protocol=override.get("protocol") or e.protocol,
-            variant=override.get("variant") or e.variant,
+            protocol=protocol,
+            variant=variant,
             ks=ks,
             curve_ks=sorted(set(e.curve_ks) | set(ks)),
-            filter_seen=e.filter_seen,
+            filter_seen=variant != "repeat",  # one meaning: the repeat variant is "nothing filtered"
             n_boot=e.n_boot,
             seed=cfg.seed,
             candidate_ns=tuple(override.get("candidate_ns") or e.candidate_ns),
@@ -51,6 +59,9 @@ class Options:
 def baseline_specs(cfg: RecctlConfig) -> list[CandidateSpec]:
     all_ = {
         "popular": CandidateSpec(name="popular", kind="popular"),
+        "personal-top": CandidateSpec(
+            name="personal-top", kind="personal", params={"event_types": list(cfg.evaluate.target_events)}
+        ),
         "popular-recent": CandidateSpec(
             name="popular-recent", kind="popular", params={"window_days": cfg.evaluate.recent_days}
         ),
@@ -87,6 +98,8 @@ def _split(
         )
     if opts.protocol == "leave-one-out":
         return leave_one_out(events)
+    if opts.protocol == "next-basket":
+        return next_basket(events, target_events=cfg.evaluate.target_events, variant=opts.variant)
     assert files is not None, "the files protocol needs training and test frames"
     return from_frames(*files, variant=opts.variant)
 
@@ -122,6 +135,8 @@ def score_model(
         item_features=items.select("item_id", "category"),
     )  # fmt: skip
     metrics = {f"{m}@{k}": means[f"{m}@{k}"] for k in opts.ks for m in ACCURACY} | beyond
+    if not opts.filter_seen:
+        metrics |= M.repeat_explore(recs, split.test, split.seen(), opts.ks)
     return {
         "metrics": metrics,
         "ci95": {k: list(v) for k, v in ci.items() if int(k.split("@")[1]) in opts.ks},

@@ -70,7 +70,7 @@ def _gate(
         conf = RecctlConfig.model_validate(
             json.loads((runs.run_path(cfg.runs_dir, current) / "config.json").read_text())
         )
-        ref_spec = pipeline_spec(conf, opts.protocol) or conf.candidates[0]
+        ref_spec = pipeline_spec(conf, opts.protocol, filter_seen=opts.filter_seen) or conf.candidates[0]
         ref_name = f"promoted run {current} ({ref_spec.name})"
     if ref_spec.name in result["models"] and current is None:
         ref_value = result["models"][ref_spec.name]["metrics"][metric]
@@ -81,6 +81,39 @@ def _gate(
         ref_value = ref["models"]["_reference"]["metrics"][metric]
     cand_value = result["models"][candidate.name]["metrics"][metric]
     return G.check(metric, (candidate.name, cand_value), (ref_name, ref_value), cfg.evaluate.gate_tolerance)
+
+
+def filtering(cfg: RecctlConfig, opts: Options, *, pipeline: str | None) -> dict[str, str]:
+    """What is filtered where, in words (the report and the CLI show it); refuses the contradiction of an
+    evaluation that counts repurchases while the pipeline's [rules] exclude every bought item (its lists
+    could never hit a repeat target, and nothing would say why)."""
+    rules = cfg.rules
+    if not opts.filter_seen and pipeline and not rules.allows_repurchase():
+        raise ConfigError(
+            f"the {opts.variant} variant counts repeat purchases as hits, but [rules] exclude_bought = true "
+            f"removes every bought item from {pipeline}'s lists, so it could never hit one",
+            hint="allow repurchase in the rules ([rules] exclude_bought = false, as configs/grocery.toml does, "
+            "or [[rules.repurchase]] categories), or evaluate with seen items filtered (--variant all)",
+        )
+    out = {
+        "evaluation": (
+            "items the user touched in training are removed from every model's list"
+            if opts.filter_seen
+            else "nothing is removed: repeat purchases can be hit (metrics split into repeat and explore)"
+        ),
+    }
+    if pipeline:
+        out[pipeline] = (
+            f"[rules] after ranking: {rules.bought_policy()}"
+            + ("; out-of-stock items excluded" if rules.exclude_out_of_stock else "")
+            + (f"; hidden ({', '.join(rules.hide_event_types)}) excluded" if rules.hide_event_types else "")
+            + (
+                "; its candidates keep bought items"
+                if rules.allows_repurchase() and not opts.filter_seen
+                else ""
+            )
+        )
+    return out
 
 
 def run_evaluate(
@@ -106,13 +139,16 @@ def run_evaluate(
         items = pl.concat([items, extra], how="diagonal_relaxed")
     split = make_split(events, cfg, opts, cutoff=cutoff, files=files)
     configured = candidates if candidates is not None else cfg.candidates
-    pipe = pipeline_spec(cfg, opts.protocol, configured)
+    pipe = pipeline_spec(cfg, opts.protocol, configured, filter_seen=opts.filter_seen)
     judged = pipe or (configured[0] if configured else None)
     specs = [s for s in ([pipe] if pipe else []) + configured if not models or s.name in models]
     specs += [b for b in baseline_specs(cfg) if not models or b.name in models]
     if not specs:
         raise ConfigError(f"no model named {', '.join(models or [])}")
+    piped = pipe is not None and pipe in specs
+    how = filtering(cfg, opts, pipeline=pipe.name if piped and pipe else None)
     result = evaluate_specs(split, specs, opts, items=items, dataset=dataset or wh.path.stem)
+    result["settings"]["filtering"] = how
     gate_result = None
     if gate:
         if judged is None:

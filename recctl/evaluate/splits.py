@@ -2,9 +2,14 @@
 
 - ``temporal``: a global cutoff; training = every event before it; targets = each user's target events
   (purchases by default) at or after it. Variant ``new-items`` keeps only targets the user never touched
-  before the cutoff.
+  before the cutoff; ``repeat`` keeps every target (as ``all``) and the evaluation filters nothing.
 - ``leave-one-out``: per user, the last interaction is the test target and the one before it the
   validation target; training for the test = everything but the last.
+- ``next-basket``: per user, the last basket of target events is the target (a basket is an order id
+  when the data has one, else a session, else a calendar day); training = every event of the user
+  before that basket began (before the first event of its session, so the views that led to it are not
+  in training either), and everything of the users without a target basket. As in the next-basket
+  literature (Li et al. 2023), other users' later events stay in training: the split is per user.
 - ``files``: explicit training and test files (e.g. MovieLens u1.base / u1.test).
 """
 
@@ -17,6 +22,7 @@ from typing import Any
 
 import polars as pl
 
+from recctl.data import basket_key
 from recctl.errors import ConfigError, DataError
 
 _LAST = re.compile(r"^\s*(?:last\s+)?(\d+)\s*(d|w|days?|weeks?)\s*$", re.IGNORECASE)
@@ -99,10 +105,7 @@ def temporal(events: pl.DataFrame, cutoff: str, *, target_events: list[str], var
     train = events.filter(pl.col("ts") < at)
     after = events.filter(pl.col("ts") >= at)
     test = after.filter(pl.col("event_type").is_in(target_events)).select("user_id", "item_id").unique()
-    if variant == "new-items":
-        test = test.join(train.select("user_id", "item_id").unique(), on=["user_id", "item_id"], how="anti")
-    elif variant != "all":
-        raise ConfigError(f"unknown temporal variant {variant!r}: use all or new-items")
+    test = _variant_targets(test, train, variant)
     if train.height == 0 or test.height == 0:
         raise DataError(
             f"temporal split at {at:%Y-%m-%d %H:%M} leaves {train.height} training events and "
@@ -115,6 +118,76 @@ def temporal(events: pl.DataFrame, cutoff: str, *, target_events: list[str], var
         "test_start": at.isoformat(),
         "test_end": last.isoformat(),
         "target_events": target_events,
+    }
+    return split
+
+
+VARIANTS = ("all", "new-items", "repeat")
+
+
+def _variant_targets(test: pl.DataFrame, train: pl.DataFrame, variant: str) -> pl.DataFrame:
+    """``new-items``: only the targets the user never touched in ``train``; ``all`` / ``repeat``: all."""
+    if variant == "new-items":
+        return test.join(train.select("user_id", "item_id").unique(), on=["user_id", "item_id"], how="anti")
+    if variant not in VARIANTS:
+        raise ConfigError(f"unknown variant {variant!r}: use {', '.join(VARIANTS)}")
+    return test
+
+
+def next_basket(events: pl.DataFrame, *, target_events: list[str], variant: str = "all") -> Split:
+    """Each user's last basket of ``target_events`` is the target; everything of the user before it is
+    training. Users with only one basket and no other earlier event have nothing to learn from and are left
+    out of the test (their events stay in training)."""
+    if events.height == 0:
+        raise DataError("no events to evaluate on")
+    events = events.with_columns(
+        pl.lit(None, pl.String).alias(c) for c in ("order_id", "session_id") if c not in events.columns
+    )
+    buys = events.filter(pl.col("event_type").is_in(target_events))
+    key = basket_key()
+    how = "order id, else session, else day"
+    baskets = (
+        buys.with_columns(_b=key)
+        .group_by("user_id", "_b")
+        .agg(_start=pl.col("ts").min(), _end=pl.col("ts").max(), _sessions=pl.col("session_id").drop_nulls())
+        .sort("user_id", "_end", "_b")
+    )
+    last = baskets.group_by("user_id", maintain_order=True).last()
+    # the visit that led to the basket starts at the first event of the basket's sessions
+    visit = (
+        last.select("user_id", "_sessions").explode("_sessions").drop_nulls()
+        .join(events.select("user_id", _sessions=pl.col("session_id"), _ts=pl.col("ts")),
+              on=["user_id", "_sessions"])
+        .group_by("user_id").agg(_visit=pl.col("_ts").min())
+    )  # fmt: skip
+    cut = last.join(visit, on="user_id", how="left").select(
+        "user_id", "_b", _cut=pl.min_horizontal("_start", "_visit")
+    )
+    # only users with something before their last basket are test users; the others keep all their events
+    has_past = events.join(cut, on="user_id").filter(pl.col("ts") < pl.col("_cut")).select("user_id").unique()
+    cut = cut.join(has_past, on="user_id", how="semi")
+    marked = events.join(cut, on="user_id", how="left", maintain_order="left")
+    in_test = pl.col("_cut").is_not_null() & (pl.col("ts") >= pl.col("_cut"))
+    train = marked.filter(~in_test).drop("_b", "_cut")
+    target = (
+        buys.with_columns(_b=key).join(cut, on=["user_id", "_b"], how="semi").select("user_id", "item_id")
+    )
+    target = target.unique()
+    test = _variant_targets(target, train, variant)
+    if train.height == 0 or test.height == 0:
+        raise DataError(
+            f"the next-basket split leaves {train.height} training events and {test.height} targets "
+            f"({', '.join(target_events)}): users need two baskets of target events"
+        )
+    split = Split("next-basket", variant, train, test.sort("user_id", "item_id"))
+    sizes = target.group_by("user_id").len()["len"]
+    split.info = {
+        **_counts(split),
+        "basket": how,
+        "target_events": target_events,
+        "mean_basket_size": round(float(sizes.mean() or 0.0), 3),  # type: ignore[arg-type]
+        "test_start": str(cut["_cut"].min()),
+        "test_end": str(events["ts"].max()),
     }
     return split
 
@@ -137,9 +210,8 @@ def leave_one_out(events: pl.DataFrame) -> Split:
 
 def from_frames(train: pl.DataFrame, test_events: pl.DataFrame, *, variant: str = "all") -> Split:
     """The ``files`` protocol: every test interaction is a target."""
-    test = test_events.select("user_id", "item_id").unique().sort("user_id", "item_id")
-    if variant == "new-items":
-        test = test.join(train.select("user_id", "item_id").unique(), on=["user_id", "item_id"], how="anti")
+    test = _variant_targets(test_events.select("user_id", "item_id").unique(), train, variant)
+    test = test.sort("user_id", "item_id")
     split = Split("files", variant, train, test)
     split.info = _counts(split)
     return split

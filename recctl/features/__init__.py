@@ -13,15 +13,25 @@ from __future__ import annotations
 from recctl.features.base import DEFAULT_WINDOWS, PAGES, Feature, FeatureSet
 from recctl.features.build import build
 from recctl.features.item import item_features
-from recctl.features.pairs import CTX_FEATURES, PAIR_FEATURES, pair_features
+from recctl.features.pairs import (
+    CTX_FEATURES,
+    PAIR_FEATURES,
+    REPEAT_FEATURES,
+    REPEAT_ITEM_FEATURES,
+    REPEAT_USER_FEATURES,
+    pair_features,
+)
 from recctl.features.store import load_feature_set, online_item, online_user, run_features
 from recctl.features.user import user_features
 
 
 def feature_list(windows: tuple[int, ...] = DEFAULT_WINDOWS) -> list[Feature]:
-    """Every feature ``pair_features`` adds, in column order: u_*, i_*, ui_*, ctx_*."""
+    """Every feature ``pair_features`` adds, in column order: u_*, i_*, ui_*, the repeat-purchase ones, ctx_*."""
     ws = tuple(sorted(set(windows)))
-    return [*user_features(ws), *item_features(ws), *PAIR_FEATURES, *CTX_FEATURES]
+    return [
+        *user_features(ws), *REPEAT_USER_FEATURES, *item_features(ws), *REPEAT_ITEM_FEATURES,
+        *PAIR_FEATURES, *REPEAT_FEATURES, *CTX_FEATURES,
+    ]  # fmt: skip
 
 
 def registry(windows: tuple[int, ...] = DEFAULT_WINDOWS) -> dict[str, str]:

@@ -70,10 +70,12 @@ class FeatureSet:
     ``user`` (user_id + ``u_*``) and ``item`` (item_id + ``i_*``, every catalog item) hold the numeric
     features; the long tables hold what pair features are computed from:
 
-    - ``user_item``: user_id, item_id, n_event, n_view, n_cart, n_purchase, first_ts, last_ts
+    - ``user_item``: user_id, item_id, n_event, n_view, n_cart, n_purchase, first_ts, last_ts, and the
+      repurchase cycle of the pair: n_baskets, last_buy_ts, cycle_days, cycle_sigma (null if never bought)
     - ``user_brand``: user_id, brand, weight, share, lift, n_purchase, last_ts
     - ``user_category``: user_id, category (every path prefix), depth, weight, share, lift, last_ts
-    - ``item_attrs``: item_id, brand, category (normalized path), depth, prefixes, price, discount_pct
+    - ``item_attrs``: item_id, brand, category (normalized path), depth, prefixes, price, discount_pct,
+      cycle_days, cycle_sigma (the item's repurchase cycle)
     - ``user_last``: user_id, ts, event_type, item_id, page (the user's last event: the derived context)
     """
 

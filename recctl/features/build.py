@@ -131,6 +131,31 @@ QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY ts DESC, __r DESC) = 1 
 }
 
 
+def with_cycles(
+    long: dict[str, pl.DataFrame], events: pl.DataFrame, items: pl.DataFrame
+) -> dict[str, pl.DataFrame]:
+    """``user_item`` and ``item_attrs`` with the repurchase cycles (recctl.candidates._cycles, the model the
+    ``repeat`` generator uses): per (user, item) ``n_baskets`` (purchase occasions), ``last_buy_ts``,
+    ``cycle_days`` and ``cycle_sigma`` (the user's blended cycle); per item its own ``cycle_days`` /
+    ``cycle_sigma`` (backed off to the category, then the shop)."""
+    from recctl.candidates._cycles import purchase_cycles
+
+    cyc = purchase_cycles(events, items)
+    ui = cyc.user_item.select(
+        "user_id",
+        "item_id",
+        "n_baskets",
+        last_buy_ts="last_ts",
+        cycle_days="cycle_days",
+        cycle_sigma="log_sigma",
+    )
+    it = cyc.item.select("item_id", cycle_days="cycle_days", cycle_sigma="log_sigma")
+    return long | {
+        "user_item": long["user_item"].join(ui, on=["user_id", "item_id"], how="left", maintain_order="left"),
+        "item_attrs": long["item_attrs"].join(it, on="item_id", how="left", maintain_order="left"),
+    }
+
+
 def prepare_events(events: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
     """The canonical event columns (missing optional ones as nulls), only ``ts < as_of``, with the row
     number ``__r`` (ties in time are broken by the frame's order)."""
@@ -161,7 +186,17 @@ def build(
         con.execute(STAGE_ITEMS)
         con.execute(_stage_events())
         long = {name: con.sql(sql).pl() for name, sql in LONG_TABLES.items()}
+        long = with_cycles(long, ev_in, it_in)
         con.register("user_brand", long["user_brand"])
         user = con.sql(user_query(windows)).pl()
         item = con.sql(item_query(windows, as_of)).pl()
+    n = pl.col("n_baskets").fill_null(0)
+    share = (
+        long["user_item"]
+        .group_by("user_id")
+        .agg(u_repeat_share=((n - 1).clip(0).sum() / n.sum().clip(1)).cast(pl.Float32))
+    )
+    user = user.join(share, on="user_id", how="left", maintain_order="left")
+    cycle = long["item_attrs"].select("item_id", i_cycle_days=pl.col("cycle_days").cast(pl.Float32))
+    item = item.join(cycle, on="item_id", how="left", maintain_order="left")
     return FeatureSet(as_of=as_of, user=user, item=item, windows=windows, **long)

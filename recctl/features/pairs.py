@@ -59,6 +59,29 @@ PAIR_FEATURES: tuple[Feature, ...] = (
             "the item's discount % × the user's discount sensitivity"),
 )  # fmt: skip
 
+#: Repeat purchases (the repurchase-cycle model of recctl.candidates._cycles over the user's purchase
+#: occasions: orders, else sessions, else days): what lets the ranker tell a due staple from a one-off.
+#: ``u_repeat_share`` and ``i_cycle_days`` are columns of the user and item tables (``build.with_cycles``).
+REPEAT_USER_FEATURES: tuple[Feature, ...] = (
+    Feature(
+        "u_repeat_share", "u.u_repeat_share", "share of the user's purchase occasions that re-bought an item"
+    ),
+)
+REPEAT_ITEM_FEATURES: tuple[Feature, ...] = (
+    Feature(
+        "i_cycle_days", "ia.cycle_days", "the item's repurchase cycle in days (backed off to its category)"
+    ),
+)
+REPEAT_FEATURES: tuple[Feature, ...] = (
+    Feature("ui_n_baskets", f"CASE WHEN {_K} THEN coalesce(ui.n_baskets, 0) END",
+            "purchase occasions (orders, else sessions, else days) of the item by the user", "count"),
+    Feature("ui_days_since_purchase", "cy.days_since", "days since the user last bought the item"),
+    Feature("ui_cycle_days", f"CASE WHEN {_K} THEN coalesce(cy.cycle_days, ia.cycle_days) END",
+            "days between repurchases: the user's own gaps blended with the item's, else the item's"),
+    Feature("ui_due_ratio", "cy.due_ratio", "days since the user last bought it / the user's cycle"),
+    Feature("ui_due_score", "cy.due_score", "how due the item is now, 0..1 (1 = exactly one cycle ago)"),
+)  # fmt: skip
+
 CTX_FEATURES: tuple[Feature, ...] = (
     *(Feature(f"ctx_page_{p}", f"coalesce(c.page, 'home') = '{p}'", f"1 when the user is on a {p} page", "flag") for p in PAGES),
     Feature("ctx_is_current_item", "CASE WHEN c.current_item_id IS NOT NULL THEN p.item_id = c.current_item_id END",
@@ -116,6 +139,27 @@ def _context(fs: FeatureSet, context: pl.DataFrame | None) -> pl.DataFrame:
     )
 
 
+def _with_nulls(frame: pl.DataFrame, columns: dict[str, pl.DataType]) -> pl.DataFrame:
+    """``frame`` with the missing ones of ``columns`` added as nulls (feature sets saved before them)."""
+    return frame.with_columns(pl.lit(None, t).alias(c) for c, t in columns.items() if c not in frame.columns)
+
+
+def _repeat_frames(fs: FeatureSet) -> dict[str, pl.DataFrame]:
+    """``cy``: the bought (user, item) pairs with their due figures as of ``fs.as_of`` (feature sets saved
+    before the cycles existed get none: null features)."""
+    from recctl.candidates._cycles import due
+
+    ui = _with_nulls(fs.user_item, {"n_baskets": pl.Int64(), "last_buy_ts": pl.Datetime("us"),
+                                    "cycle_days": pl.Float64(), "cycle_sigma": pl.Float64()})  # fmt: skip
+    bought = ui.filter(pl.col("last_buy_ts").is_not_null()).select(
+        "user_id", "item_id", last_ts="last_buy_ts", cycle_days="cycle_days", log_sigma="cycle_sigma"
+    )
+    cy = due(bought, fs.as_of).select(
+        "user_id", "item_id", "days_since", "cycle_days", "due_ratio", "due_score"
+    )
+    return {"cy": cy}
+
+
 def pair_features(fs: FeatureSet, pairs: pl.DataFrame, context: pl.DataFrame | None = None) -> pl.DataFrame:
     """``pairs`` (user_id, item_id, any other columns) in the same order with every ``u_*``, ``i_*``,
     ``ui_*`` and ``ctx_*`` feature joined (columns of ``pairs`` with those names are replaced)."""
@@ -125,20 +169,22 @@ def pair_features(fs: FeatureSet, pairs: pl.DataFrame, context: pl.DataFrame | N
     frames = {
         "p": keys,
         "u": fs.user.select("user_id", *_USER_COLUMNS),
-        "item_attrs": fs.item_attrs,
-        "user_item": fs.user_item,
+        "item_attrs": _with_nulls(fs.item_attrs, {"cycle_days": pl.Float64(), "cycle_sigma": pl.Float64()}),
+        "user_item": _with_nulls(fs.user_item, {"n_baskets": pl.Int64()}),
         "user_brand": fs.user_brand,
         "user_category": fs.user_category,
         "ctx": _context(fs, context),
+        **_repeat_frames(fs),
     }
     sql = f"""
 SELECT p.__row,
-  {select_list([*PAIR_FEATURES, *CTX_FEATURES])}
+  {select_list([*PAIR_FEATURES, *REPEAT_FEATURES, *CTX_FEATURES])}
 FROM p
 LEFT JOIN u ON u.user_id = p.user_id
 LEFT JOIN item_attrs ia ON ia.item_id = p.item_id
 LEFT JOIN user_item ui ON ui.user_id = p.user_id AND ui.item_id = p.item_id
 LEFT JOIN user_brand ub ON ub.user_id = p.user_id AND ub.brand = ia.brand
+LEFT JOIN cy ON cy.user_id = p.user_id AND cy.item_id = p.item_id
 LEFT JOIN cm ON cm.__row = p.__row
 LEFT JOIN cx ON cx.__row = p.__row
 LEFT JOIN ctx c ON c.user_id = p.user_id

@@ -16,10 +16,19 @@ from recctl.errors import ConfigError
 PIPELINE = "pipeline"
 
 
+AUTO_LABEL = {"leave-one-out": "last-item", "next-basket": "last-basket"}  # else temporal
+
+
 def pipeline_spec(
-    cfg: RecctlConfig, protocol: str | None = None, candidates: list[CandidateSpec] | None = None
-) -> CandidateSpec | None:
-    """The pipeline over the configured generators (None when the ranker is off or there are none)."""
+    cfg: RecctlConfig, protocol: str | None = None, candidates: list[CandidateSpec] | None = None,
+    *, filter_seen: bool | None = None,
+) -> CandidateSpec | None:  # fmt: skip
+    """The pipeline over the configured generators (None when the ranker is off or there are none).
+
+    Its candidates leave out what the user already touched when the evaluation filters seen items
+    (``filter_seen``: the evaluation's setting, None when not evaluating) or when the [rules] never let a
+    bought item come back; otherwise (repurchase allowed) bought items are candidates and the ranker
+    learns when to repeat and when to explore."""
     r = cfg.ranker
     pool = candidates if candidates is not None else cfg.candidates
     if not r.enabled or not pool:
@@ -31,14 +40,14 @@ def pipeline_spec(
     gens = [known[g] for g in r.generators] if r.generators else [c for c in pool if c.kind != "random"]
     if not gens:  # only the random baseline: nothing to rank
         return None
-    label = r.label
+    label: str = r.label
     if label == "auto":
-        label = "last-item" if (protocol or cfg.evaluate.protocol) == "leave-one-out" else "temporal"
+        label = AUTO_LABEL.get(protocol or cfg.evaluate.protocol, "temporal")
     params: dict[str, Any] = {
         "label": label,
         "label_window": r.label_window,
         "target_events": list(cfg.evaluate.target_events),
-        "filter_seen": cfg.evaluate.filter_seen,
+        "filter_seen": bool(filter_seen) or not cfg.rules.allows_repurchase(),
         "rules": cfg.rules.model_dump(mode="json"),
         **r.params,
         "generators": [g.model_dump() for g in gens],

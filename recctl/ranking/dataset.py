@@ -1,8 +1,10 @@
 """Point-in-time training data for the ranker.
 
 The training events are split once more, the way the evaluation splits them: ``temporal`` (labels are
-the target events of the last ``label_window`` of training, everything before is history) or
-``last-item`` (each user's last interaction is the label, the rest is history: leave-one-out data).
+the target events of the last ``label_window`` of training, everything before is history),
+``last-item`` (each user's last interaction is the label, the rest is history: leave-one-out data) or
+``last-basket`` (each user's last basket of target events is the label: next-basket data, so every
+user with two baskets contributes, however long ago they last shopped).
 The generators are fitted on the history only and the features are computed as of the label cutoff,
 so nothing of the label window reaches a feature (``tests/test_ranking.py`` plants a signal that exists
 only after the cutoff and shows that the ranker cannot use it). A user's group holds the merged
@@ -19,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from recctl.errors import DataError
-from recctl.evaluate.splits import leave_one_out, temporal
+from recctl.evaluate.splits import leave_one_out, next_basket, temporal
 from recctl.ranking.ranker import LABEL
 
 
@@ -34,6 +36,9 @@ class LabelSplit:
 def label_split(train: pl.DataFrame, how: str, window: str, target_events: list[str]) -> LabelSplit:
     if how == "last-item":
         s = leave_one_out(train)
+        history, labels = s.train, s.test
+    elif how == "last-basket":
+        s = next_basket(train, target_events=target_events)
         history, labels = s.train, s.test
     else:
         s = temporal(train, window, target_events=target_events, variant="all")

@@ -44,7 +44,7 @@ class GeneratorSpec(Params):
 class PipelineParams(Params):
     generators: list[GeneratorSpec] = Field(min_length=1)
     n_per_generator: int = Field(100, ge=1)  # candidates each generator proposes per user
-    label: Literal["temporal", "last-item"] = "temporal"
+    label: Literal["temporal", "last-item", "last-basket"] = "temporal"
     label_window: str = "4w"  # temporal: the last weeks of training that provide the labels
     target_events: list[str] = Field(default_factory=lambda: ["purchase"])  # temporal labels
     filter_seen: bool = True  # candidates never include what the user already interacted with
