@@ -97,9 +97,7 @@ def purchase_cycles(
     last = ev["ts"].max() if ev.height else events["ts"].max() if events.height else None
     as_of = (last if isinstance(last, datetime) else EPOCH) + timedelta(microseconds=1)
 
-    occ = occasions(ev).with_columns(
-        gap=pl.col("ts").diff().over("user_id", "item_id").dt.total_seconds(fractional=True) / DAY_SECONDS
-    )
+    occ = _gaps(occasions(ev))
     gaps = occ.filter(pl.col("gap") > 0).with_columns(lg=pl.col("gap").log())
 
     # global level
@@ -154,7 +152,18 @@ def purchase_cycles(
         "item_id", cycle_days=pl.col("mu").exp(), log_sigma="log_sigma", n_gaps="n", level="level"
     )
 
-    # user level
+    user_item = _user_level(occ, it.select("item_id", "mu", "log_sigma"), prior, min_sigma)
+    return Cycles(item=item, user_item=user_item, as_of=as_of)
+
+
+def _gaps(occ: pl.DataFrame) -> pl.DataFrame:
+    return occ.with_columns(
+        gap=pl.col("ts").diff().over("user_id", "item_id").dt.total_seconds(fractional=True) / DAY_SECONDS
+    )
+
+
+def _user_level(occ: pl.DataFrame, it: pl.DataFrame, prior: float, min_sigma: float) -> pl.DataFrame:
+    """The user level over occasions with gaps ``occ`` and item priors ``it`` (item_id, mu, log_sigma)."""
     own = occ.group_by("user_id", "item_id").agg(
         n_baskets=pl.len().cast(pl.Int64),
         first_ts=pl.col("ts").min(),
@@ -164,8 +173,8 @@ def purchase_cycles(
         sd_u=pl.col("gap").filter(pl.col("gap") > 0).log().std(ddof=0),
     )
     g = pl.col("user_gaps")
-    user_item = (
-        own.join(it.select("item_id", "mu", "log_sigma"), on="item_id", how="left")
+    return (
+        own.join(it, on="item_id", how="left")
         .with_columns(
             cycle_days=_shrink(g, pl.col("mu_u"), pl.col("mu"), prior).exp(),
             log_sigma=pl.max_horizontal(
@@ -177,7 +186,19 @@ def purchase_cycles(
         )
         .sort("user_id", "item_id")
     )
-    return Cycles(item=item, user_item=user_item, as_of=as_of)
+
+
+def user_cycles(
+    events: pl.DataFrame, item: pl.DataFrame, *, event_types: list[str] | None = None, prior: float = 5.0,
+    min_sigma: float = 0.25,
+) -> pl.DataFrame:  # fmt: skip
+    """The user level alone (``Cycles.user_item`` columns) over ``events``, with a fitted item level
+    ``item`` (``Cycles.item``) as the prior: serving recomputes a visitor's cycles from their events up to
+    now with the items' cycles of the promoted run. Items the fit never saw get no row."""
+    ev = events.filter(pl.col("event_type").is_in(event_types or ["purchase"]))
+    it = item.select("item_id", mu=pl.col("cycle_days").log(), log_sigma="log_sigma")
+    out = _user_level(_gaps(occasions(ev)), it, prior, min_sigma)
+    return out.filter(pl.col("cycle_days").is_not_null())
 
 
 def due(cycles_user_item: pl.DataFrame, now: datetime) -> pl.DataFrame:
