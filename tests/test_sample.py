@@ -93,7 +93,7 @@ def test_different_seed_differs(small: Path, tmp_path: Path) -> None:
 
 def test_small_run_is_consistent(small: Path) -> None:
     s = load(small)
-    assert s.items.height == 300
+    assert s.items.height == 300 + 6  # the fashion items and the care range (2 %, every care leaf stocked)
     assert 250 <= s.events["visitor_id"].n_unique() <= 300
     assert set(s.events["product_id"].drop_nulls().unique()) <= set(s.items["sku"])
     assert s.events["event_time"].min() >= END - timedelta(days=30)
@@ -106,7 +106,7 @@ def test_committed_copy_is_small_and_reproducible(regenerated: tuple[Path, dict[
     assert sorted(p.name for p in SAMPLE.iterdir()) == sorted(FILES)
     for name in FILES:
         assert content(out / name) == content(SAMPLE / name), f"{name} differs from a regeneration"
-    assert summary["items"] == 1500
+    assert summary["items"] == 1500 + 30  # the fashion items and the care range
     assert (
         summary["events"]
         == json.loads((SAMPLE / "ground_truth.json").read_text())["meta"]["counts"]["events"]
@@ -120,7 +120,7 @@ def test_counts_and_span(shop: Shop) -> None:
     ev = shop.events
     assert gzip.decompress((SAMPLE / "events.csv.gz").read_bytes()).decode().split("\n", 1)[0] == HEADER
     assert 1900 <= ev["visitor_id"].n_unique() <= 2100
-    assert shop.items.height == 1500 and shop.items["sku"].n_unique() == 1500
+    assert shop.items.height == 1530 and shop.items["sku"].n_unique() == 1530
     assert 120_000 <= ev.height <= 180_000
     first, last = ev["event_time"].min(), ev["event_time"].max()
     assert first >= END - timedelta(days=90) and last < END
@@ -336,3 +336,98 @@ def test_gender_preference(shop: Shop) -> None:
     share = views.group_by("gender").agg(pl.col("women").mean())
     got = dict(zip(share["gender"], share["women"], strict=True))
     assert got["female"] >= 0.7 and got["male"] <= 0.2
+
+
+def habits(shop: Shop) -> pl.DataFrame:
+    h = shop.truth["consumable_habits"]
+    return pl.DataFrame(
+        {
+            "visitor_id": list(h),
+            "item": [v["item_id"] for v in h.values()],
+            "also": [v["also_item_ids"] for v in h.values()],
+            "every": [v["every_days"] for v in h.values()],
+            "last": [v["last_purchase"] for v in h.values()],
+            "due": [v["due_at_end"] for v in h.values()],
+        },
+        schema_overrides={"also": pl.List(pl.String)},
+    ).with_columns(pl.col("last").str.to_datetime("%Y-%m-%dT%H:%M:%SZ", time_zone="UTC"))
+
+
+def test_care_range_is_cheap_and_separate(shop: Shop) -> None:
+    care_paths = shop.truth["meta"]["consumable_categories"]
+    care = shop.items.filter(pl.col("category").is_in(care_paths))
+    assert 20 <= care.height <= 40 and set(care["category"]) == set(care_paths)
+    assert care["price"].is_between(5, 25, closed="left").all()
+    assert (care["list_price"] == care["price"]).all() and care["in_stock"].all()
+    assert (care["sku"] >= "p1500").all()  # appended after the fashion items, whose skus did not move
+    # the fashion tree is all still there
+    assert shop.items.filter(~pl.col("category").is_in(care_paths))["category"].n_unique() >= 28
+
+
+def test_consumable_habits_are_recoverable(shop: Shop) -> None:
+    truth = habits(shop)
+    visitors = shop.events["visitor_id"].n_unique()
+    assert 0.06 <= truth.height / visitors <= 0.10
+    # the planted visitors carry no other planted preference that a re-buy would blur
+    others = set(shop.truth["brand_loyal"]) | set(shop.truth["category_affinity"])
+    others |= set(shop.truth["discount_hunters"]) | set(shop.truth["new_visitors"])
+    assert not set(truth["visitor_id"]) & others
+    assert truth["every"].is_between(7, 21).all() and truth["every"].n_unique() >= 10
+    # the habit items are cheap consumables
+    care = shop.items.filter(pl.col("category").is_in(shop.truth["meta"]["consumable_categories"]))
+    items = pl.concat([truth["item"], truth["also"].explode().drop_nulls()])
+    assert items.is_in(care["sku"].to_list()).all()
+    assert care.filter(pl.col("sku").is_in(items.to_list()))["price"].is_between(5, 25).all()
+    assert 0.1 <= (truth["also"].list.len() > 0).mean() <= 0.4  # some re-buy two items together
+
+    buys = shop.events.filter(pl.col("action") == "purchase")
+    mine = buys.join(truth, left_on=["visitor_id", "product_id"], right_on=["visitor_id", "item"])
+    per = (
+        mine.sort("visitor_id", "event_time")
+        .group_by("visitor_id")
+        .agg(
+            n=pl.len(),
+            sessions=pl.col("session").n_unique(),
+            orders=pl.col("order_id").n_unique(),
+            every=pl.col("every").first(),
+            # the cycle is a number of days: gaps between the purchase dates
+            gap=pl.col("event_time").dt.date().diff().dt.total_days().median(),
+            hours=(pl.col("event_time").diff().dt.total_seconds() / 86_400).median(),
+            last=pl.col("event_time").max(),
+            gt_last=pl.col("last").first(),
+            due=pl.col("due").first(),
+        )
+    )
+    assert per.height == truth.height
+    assert (per["n"] >= 5).all()
+    assert (per["sessions"] == per["n"]).all() and (per["orders"] == per["n"]).all()  # one order a visit
+    assert ((per["gap"] - per["every"]).abs() <= 1).all()
+    assert ((per["hours"] - per["every"]).abs() <= 1.25).all()
+    assert (per["last"] == per["gt_last"]).all()
+    since = (END - per["last"]).dt.total_seconds() / 86_400
+    assert ((since >= per["every"] - 1) == per["due"]).all()
+    assert 0.2 <= per["due"].mean() <= 0.6  # some are due at the end of the window, some bought lately
+
+    # each re-buy is its own short visit: the item viewed and carted in the same session, at a usual hour
+    visits = shop.events.join(mine.select("session", "product_id"), on=["session", "product_id"])
+    funnel = visits.group_by("session").agg(pl.col("action").unique().sort())
+    assert (funnel["action"].list.join(",") == "addtocart,pageview,purchase").all()
+    hour = mine["event_time"].dt.hour()
+    assert hour.is_between(7, 23).mean() >= 0.8
+    # a second habit item is bought in the same orders
+    two = truth.filter(pl.col("also").list.len() > 0).explode("also")
+    pair = buys.join(two, left_on=["visitor_id", "product_id"], right_on=["visitor_id", "also"])
+    both = pair.join(mine.select("order_id"), on="order_id", how="semi")
+    assert pair.height > 0 and both.height == pair.height
+
+
+def test_consumables_are_rarely_rebought_without_a_habit(shop: Shop) -> None:
+    care = shop.items.filter(pl.col("category").is_in(shop.truth["meta"]["consumable_categories"]))
+    planted = list(shop.truth["consumable_habits"])
+    ev = shop.events.filter(
+        pl.col("product_id").is_in(care["sku"].to_list()) & ~pl.col("visitor_id").is_in(planted)
+    )
+    assert ev["visitor_id"].n_unique() >= 200  # others browse the care range too
+    per = ev.filter(pl.col("action") == "purchase").group_by("visitor_id", "product_id").len()
+    assert per.height >= 100 and (per["len"] >= 2).sum() >= 1  # a few repeat, without a cycle
+    assert (per["len"] >= 4).sum() <= 2

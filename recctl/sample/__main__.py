@@ -14,7 +14,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir", type=Path, help="directory to write the files into (created if missing)")
     parser.add_argument("--seed", type=int, default=42, help="random seed (default 42, the committed data)")
     parser.add_argument("--users", type=int, default=2000, help="number of visitors (default 2000)")
-    parser.add_argument("--items", type=int, default=1500, help="number of catalogue items (default 1500)")
+    parser.add_argument(
+        "--items",
+        type=int,
+        default=1500,
+        help="number of fashion items (default 1500; a care range of 2 %% more is added)",
+    )
     parser.add_argument(
         "--days", type=int, default=90, help="length of the event window in days (default 90)"
     )

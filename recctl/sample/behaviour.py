@@ -1,4 +1,4 @@
-"""Visitors, their sessions and the event stream, with the planted structure.
+"""Visitors, their sessions and the event stream, with the planted structure (habits: ``habits.py``).
 
 The stream is built slot by slot: a *slot* is one product view, optionally preceded by a search and
 followed by an add-to-cart; purchases of a session are checked out together after its last slot.
@@ -61,6 +61,12 @@ class Stream:
     sess_user: IntArr
     sess_start: IntArr
     sess_checkout: IntArr
+
+    def concat(self, other: Stream) -> Stream:
+        """``other``'s sessions after this stream's (slot arrays stay grouped by session)."""
+        parts = {f: np.concatenate([v, getattr(other, f)]) for f, v in vars(self).items()}
+        parts["slot_session"] = np.concatenate([self.slot_session, other.slot_session + self.sess_user.size])
+        return Stream(**parts)
 
 
 def _diurnal(rng: np.random.Generator, t: IntArr) -> IntArr:

@@ -2,6 +2,11 @@
 
 Everything is drawn from the generator passed in, so the catalogue is a pure function of the seed.
 Prices are kept as integer cents to avoid any float rounding in the written files.
+
+Besides the fashion items (``make_catalog``) the shop sells a small *care range* of consumables
+(``make_care``: socks, tights, shoe polish, hand cream; $5-$25, never on sale, always in stock), the items
+some visitors re-buy on a cycle (see ``recctl.sample.habits``). It is drawn from its own generator and
+appended after the fashion items, so that adding it leaves the fashion catalogue and its events unchanged.
 """
 
 from __future__ import annotations
@@ -90,6 +95,18 @@ LEAVES: tuple[Leaf, ...] = (
     Leaf(2, "Accessories", "Backpacks", "backpack", 0.50, ("nylon", "canvas", "polyester"), "all", 0.6),
     Leaf(2, "Accessories", "Hats", "hat", 0.10, ("cotton", "wool"), "all", 0.5),
 )
+
+# the care range (consumables): leaf numbers N_FASHION.. in ALL_LEAVES; price_pos places an item in $5-$25
+CARE_LEAVES: tuple[Leaf, ...] = (
+    Leaf(0, "Accessories", "Socks & Tights", "tights", 0.35, ("nylon", "cotton", "wool"), "all", 1.1),
+    Leaf(0, "Accessories", "Care", "hand cream", 0.55, ("shea", "aloe", "argan"), "all", 0.6),
+    Leaf(1, "Accessories", "Socks", "socks", 0.25, ("cotton", "wool", "bamboo"), "all", 1.1),
+    Leaf(1, "Accessories", "Shoe Care", "shoe polish", 0.45, ("wax", "cream", "spray"), "all", 0.6),
+    Leaf(2, "Accessories", "Socks", "socks", 0.2, ("cotton", "bamboo"), "all", 0.5),
+)
+N_FASHION = len(LEAVES)
+ALL_LEAVES = LEAVES + CARE_LEAVES  # what ``Catalog.leaf`` indexes
+CARE_PRICE = (5, 25)  # dollars: every care item costs at least $5.00 and less than $25
 
 _WMK, _WM = (0, 1, 2), (0, 1)
 BRANDS: tuple[Brand, ...] = (
@@ -232,10 +249,78 @@ def make_catalog(rng: np.random.Generator, n_items: int, start: int, end: int) -
         likes=likes,
     )
     # skus follow the shop's creation order: p0000 is the oldest item, new arrivals get the last numbers
+    # (of the fashion items: the care range, see make_care, is numbered after them)
     order = np.lexsort((rng.random(n), cat.created))
     for field, value in vars(cat).items():
         setattr(cat, field, value[order])
     return cat
+
+
+def make_care(rng: np.random.Generator, n_items: int, start: int, end: int) -> Catalog:
+    """The care range: ``n_items`` cheap consumables (every care leaf stocked), all older than the window.
+
+    Brands are the budget and mid-range fashion brands of the leaf's part of the shop (the shop's own
+    socks and shoe polish); prices lie in ``CARE_PRICE``; none is on sale and all are in stock, so that
+    a re-buy is never blocked. Skus within the range follow creation order.
+    """
+    quota = n_items * np.array([lf.weight for lf in CARE_LEAVES]) / sum(lf.weight for lf in CARE_LEAVES)
+    per_leaf = np.floor(quota).astype(np.int64)  # largest remainders get the rest
+    per_leaf[np.argsort(per_leaf - quota, kind="stable")[: n_items - int(per_leaf.sum())]] += 1
+    per_leaf = np.maximum(per_leaf, 1)
+    care_leaf = np.repeat(np.arange(len(CARE_LEAVES)), per_leaf)
+    n = care_leaf.size
+    root = np.array([lf.root for lf in CARE_LEAVES], dtype=np.int64)[care_leaf]
+    brand = np.zeros(n, dtype=np.int64)
+    for r in range(3):
+        idx = np.flatnonzero(root == r)
+        brands = [i for i, b in enumerate(BRANDS) if r in b.roots and b.tier < 2]
+        bw = np.array([BRANDS[i].size for i in brands])
+        brand[idx] = np.asarray(brands)[rng.choice(len(brands), size=idx.size, p=bw / bw.sum())]
+    lo, hi = CARE_PRICE
+    pos = np.clip(np.array([lf.price_pos for lf in CARE_LEAVES])[care_leaf] + rng.normal(0.0, 0.2, n), 0, 1)
+    ending = rng.choice(np.array([99, 49, 0]), size=n, p=[0.7, 0.15, 0.15])
+    price = (np.floor(lo + pos * (hi - lo)).astype(np.int64) * 100 + ending).clip(lo * 100, hi * 100 - 1)
+
+    created = rng.integers(start // DAY - 730, start // DAY - 30, size=n) * DAY
+    age_days = (end - created) // DAY
+    upd = (rng.random(n) * age_days).astype(np.int64)
+    updated = np.maximum(created, (end // DAY - np.minimum(upd, age_days)) * DAY)
+    rating_base = np.clip(rng.normal(4.3, 0.35, n), 1.0, 5.0)
+    popularity = rng.lognormal(0.0, 0.6, n) * (0.6 + 0.1 * rating_base)
+    reviews = rng.poisson(popularity * 20.0 * np.minimum(age_days, 365) / 365.0).astype(np.int64)
+    materials = [CARE_LEAVES[lf].materials for lf in range(len(CARE_LEAVES))]
+    mat_idx = rng.integers(0, 1_000_000, size=n)
+    material = np.array(
+        [materials[lf][m % len(materials[lf])] for lf, m in zip(care_leaf, mat_idx, strict=True)]
+    )
+    care = Catalog(
+        root=root,
+        leaf=care_leaf + N_FASHION,
+        brand=brand,
+        color=np.asarray(COLORS, dtype=np.str_)[rng.choice(len(COLORS), size=n, p=COLOR_P)],
+        material=material.astype(np.str_),
+        style=_pick(rng, ("classic", "sporty", "minimalist", "casual"), n),
+        season=np.full(n, "all"),
+        gender=np.asarray(("women", "men", "unisex"), dtype=np.str_)[root],
+        price=price,
+        list_price=price.copy(),
+        in_stock=np.ones(n, dtype=bool),
+        created=created.astype(np.int64),
+        updated=updated.astype(np.int64),
+        popularity=popularity,
+        rating=np.where(reviews > 0, np.round(rating_base, 1), np.nan),
+        reviews=reviews,
+        likes=rng.poisson(reviews * 1.5 + popularity * 8.0).astype(np.int64),
+    )
+    order = np.lexsort((rng.random(n), care.created))
+    for field, value in vars(care).items():
+        setattr(care, field, value[order])
+    return care
+
+
+def concat(a: Catalog, b: Catalog) -> Catalog:
+    """``b``'s items numbered after ``a``'s."""
+    return Catalog(**{f: np.concatenate([v, getattr(b, f)]) for f, v in vars(a).items()})
 
 
 _SEASON_LINE = {
@@ -252,8 +337,8 @@ def item_texts(cat: Catalog) -> pl.DataFrame:
     df = pl.DataFrame(
         {
             "brand": np.array([b.name for b in BRANDS])[cat.brand],
-            "noun": np.array([lf.noun for lf in LEAVES])[cat.leaf],
-            "leafname": np.array([lf.name.lower() for lf in LEAVES])[cat.leaf],
+            "noun": np.array([lf.noun for lf in ALL_LEAVES])[cat.leaf],
+            "leafname": np.array([lf.name.lower() for lf in ALL_LEAVES])[cat.leaf],
             "audience": np.array(AUDIENCE)[cat.root],
             "color": cat.color,
             "material": cat.material,

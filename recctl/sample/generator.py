@@ -1,8 +1,14 @@
 """Synthetic fashion-shop export: ``events.csv.gz``, ``items.ndjson``, ``users.csv``, ``ground_truth.json``.
 
 The files mimic a raw shop export (the shop's own column names and action vocabulary); the planted
-structure that models should recover is written to ``ground_truth.json``. Output is a pure function of
-``seed`` and the size arguments: same arguments, byte-identical files.
+structure that models should recover is written to ``ground_truth.json``: ``brand_loyal``, ``price_band``,
+``discount_hunters``, ``sequences`` (a -> b next views), ``trending``, ``new_visitors``,
+``category_affinity`` (``recctl.sample.behaviour``) and ``consumable_habits`` (re-buys of a care item on
+a cycle, ``recctl.sample.habits``), with ``meta`` (window, tiers, the consumable categories, counts).
+Output is a pure function of ``seed`` and the size arguments: same arguments, byte-identical files.
+
+Each part draws from its own child of the seed, the care range and its sessions from the last two: the
+fashion items keep their skus (the care range is numbered after them) and the fashion stream its events.
 """
 
 from __future__ import annotations
@@ -27,18 +33,25 @@ from recctl.sample.behaviour import (
     make_users,
 )
 from recctl.sample.catalog import (
+    ALL_LEAVES,
     AUDIENCE,
     BRANDS,
+    CARE_LEAVES,
+    CARE_PRICE,
     DAY,
     LEAVES,
     TIER_NAMES,
     Catalog,
     IntArr,
     Planted,
+    StrArr,
+    concat,
     item_texts,
+    make_care,
     make_catalog,
     plant,
 )
+from recctl.sample.habits import Habits, make_habits
 
 ACTIONS = ("search", "pageview", "addtocart", "purchase")
 PAGES = ("home", "product", "category", "search", "cart")
@@ -61,6 +74,7 @@ CITIES = (
 CITY_P = np.array([14, 10, 8, 6, 4, 4, 4, 5, 5, 6, 6, 4, 5, 5], dtype=float)
 AGE_GROUPS = ("18-24", "25-34", "35-44", "45-54", "55+")
 ISO = "%Y-%m-%dT%H:%M:%SZ"
+CARE_SHARE = 0.02  # size of the care range relative to the fashion catalogue
 
 
 def _iso(t: IntArr) -> list[str]:
@@ -75,27 +89,22 @@ def _dense_rank(keys: list[IntArr], mask: IntArr) -> IntArr:
     return rank
 
 
-def _events(rng: np.random.Generator, cat: Catalog, st: Stream, end: int) -> pl.DataFrame:
-    m = st.t_view.size
-    srch, view = np.flatnonzero(st.has_search), np.arange(m)
-    crt, buy = np.flatnonzero(st.cart), np.flatnonzero(st.buy)
-    bought: IntArr = np.cumsum(st.buy) - st.buy
-    first_slot = np.cumsum(np.bincount(st.slot_session, minlength=st.sess_user.size)) - np.bincount(
-        st.slot_session, minlength=st.sess_user.size
-    )
-    rank: IntArr = bought - bought[first_slot[st.slot_session]]
-    t_buy = st.sess_checkout[st.slot_session[buy]] + rank[buy]
+Pages = tuple[IntArr, IntArr, StrArr]  # per view, per add-to-cart, per search: page codes and the query
 
+
+def _pages(rng: np.random.Generator, cat: Catalog, st: Stream) -> Pages:
+    """The random text of a stream: the page of each view and add-to-cart, the query of each search."""
+    m, srch = st.t_view.size, np.flatnonzero(st.has_search)
     draw = rng.random(m)
     view_page = np.select(
         [st.followed, st.has_search, st.pos == 0, draw < 0.5, draw < 0.85],
         [1, 3, np.where(draw < 0.45, 0, 2), 2, 1],
         0,
     )
-    cart_page = np.where(rng.random(crt.size) < 0.85, 1, 2)
+    cart_page = np.where(rng.random(int(st.cart.sum())) < 0.85, 1, 2)
     q_item = st.item[srch]
     templates = rng.choice(5, size=srch.size, p=[0.3, 0.25, 0.15, 0.15, 0.15])
-    leafname = np.array([lf.name.lower() for lf in LEAVES])[cat.leaf[q_item]]
+    leafname = np.array([lf.name.lower() for lf in ALL_LEAVES])[cat.leaf[q_item]]
     prefix = np.select(
         [templates == 0, templates == 1, templates == 2, templates == 3],
         [
@@ -106,7 +115,24 @@ def _events(rng: np.random.Generator, cat: Catalog, st: Stream, end: int) -> pl.
         ],
         np.array(AUDIENCE)[cat.root[q_item]],
     )
-    query = np.char.strip(np.char.add(np.char.add(prefix, " "), leafname))
+    return view_page, cart_page, np.char.strip(np.char.add(np.char.add(prefix, " "), leafname))
+
+
+def _events(cat: Catalog, parts: list[tuple[Stream, Pages]], end: int) -> pl.DataFrame:
+    """The event rows of the streams (sessions and orders numbered over all of them), sorted by time."""
+    st = parts[0][0]
+    for other, _ in parts[1:]:
+        st = st.concat(other)
+    view_page, cart_page, query = (np.concatenate([p[i] for _, p in parts]) for i in range(3))
+    m = st.t_view.size
+    srch, view = np.flatnonzero(st.has_search), np.arange(m)
+    crt, buy = np.flatnonzero(st.cart), np.flatnonzero(st.buy)
+    bought: IntArr = np.cumsum(st.buy) - st.buy
+    first_slot = np.cumsum(np.bincount(st.slot_session, minlength=st.sess_user.size)) - np.bincount(
+        st.slot_session, minlength=st.sess_user.size
+    )
+    rank: IntArr = bought - bought[first_slot[st.slot_session]]
+    t_buy = st.sess_checkout[st.slot_session[buy]] + rank[buy]
 
     slot = np.concatenate([srch, view, crt, buy])
     kind = np.repeat(np.arange(4), [srch.size, m, crt.size, buy.size])
@@ -159,7 +185,7 @@ def _items_ndjson(cat: Catalog) -> str:
     created, updated = _iso(cat.created), _iso(cat.updated)
     lines = []
     for i in range(cat.n):  # one line per catalogue item (not per event)
-        lf = LEAVES[int(cat.leaf[i])]
+        lf = ALL_LEAVES[int(cat.leaf[i])]
         rating = float(cat.rating[i])
         lines.append(
             json.dumps(
@@ -229,12 +255,13 @@ def _users_csv(rng: np.random.Generator, users: Users, events: pl.DataFrame) -> 
 
 
 def _ground_truth(
-    cat: Catalog, users: Users, planted: Planted, events: pl.DataFrame, meta: dict[str, Any]
+    cat: Catalog, users: Users, planted: Planted, habits: Habits, events: pl.DataFrame, meta: dict[str, Any]
 ) -> dict[str, Any]:
     active = np.sort(events.filter(pl.col("product_id").is_not_null())["user"].unique().to_numpy())
     uid = {int(u): f"u{int(u):05d}" for u in active}
     lo = np.maximum(users.centre - WINDOW, 0) / 100
     hi = (users.centre + WINDOW) / 100
+    last = _iso(habits.last)
     return {
         "brand_loyal": {uid[u]: BRANDS[int(users.brand[u])].name for u in uid if users.kind[u] == LOYAL},
         "price_band": {uid[u]: [float(lo[u]), float(hi[u])] for u in uid},
@@ -244,6 +271,25 @@ def _ground_truth(
         "new_visitors": [uid[u] for u in uid if users.new[u]],
         "category_affinity": {
             uid[u]: LEAVES[int(users.leaf[u])].path for u in uid if users.kind[u] == AFFINE
+        },
+        "consumable_habits": {
+            uid[u]: {
+                "item_id": f"p{i:04d}",
+                "also_item_ids": [f"p{a:04d}"] if a >= 0 else [],
+                "every_days": e,
+                "last_purchase": last[j],
+                "due_at_end": d,
+            }
+            for j, (u, i, a, e, d) in enumerate(
+                zip(
+                    habits.user.tolist(),
+                    habits.item.tolist(),
+                    habits.also.tolist(),
+                    habits.every.tolist(),
+                    habits.due.tolist(),
+                    strict=True,
+                )
+            )
         },
         "meta": meta,
     }
@@ -261,8 +307,9 @@ def generate(
     """Write the synthetic shop export to ``out_dir`` and return a summary of counts."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rng_cat, rng_users, rng_events, rng_text = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(4)
+    # one generator per part; the care range and the habits come last, so the older parts stay as they were
+    rng_cat, rng_users, rng_events, rng_text, rng_care, rng_habits = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(6)
     )
     end_ts = int(end.timestamp())
     start_ts = end_ts - days * DAY
@@ -270,7 +317,12 @@ def generate(
     planted = plant(rng_cat, cat, start_ts)
     users = make_users(rng_users, cat, n_users)
     stream = make_stream(rng_events, cat, users, planted, start_ts, end_ts)
-    events = _events(rng_text, cat, stream, end_ts)
+    pages = _pages(rng_text, cat, stream)
+    cat = concat(
+        cat, make_care(rng_care, max(len(CARE_LEAVES), round(n_items * CARE_SHARE)), start_ts, end_ts)
+    )
+    care_stream, habits = make_habits(rng_habits, cat, users, stream, start_ts, end_ts)
+    events = _events(cat, [(stream, pages), (care_stream, _pages(rng_habits, cat, care_stream))], end_ts)
     users_df = _users_csv(rng_text, users, events)
 
     csv = events.drop("user", "t").write_csv(null_value="")
@@ -293,6 +345,9 @@ def generate(
         "category_affinity": 0,
         "sequences": int(planted.pairs.shape[0]),
         "trending": int(planted.trending.size),
+        "care_items": int(np.sum(cat.leaf >= len(LEAVES))),
+        "consumable_habits": int(habits.user.size),
+        "consumable_due": int(habits.due.sum()),
     }
     meta: dict[str, Any] = {
         "seed": seed,
@@ -301,8 +356,11 @@ def generate(
         "days": days,
         "price_band_half_width": WINDOW / 100,
         "tiers": {b.name: TIER_NAMES[b.tier] for b in BRANDS},
+        "consumable_categories": [lf.path for lf in CARE_LEAVES],
+        "consumable_price_range": [float(CARE_PRICE[0]), float(CARE_PRICE[1])],
+        "consumable_due_rule": "days from last_purchase to end >= every_days - 1",
     }
-    truth = _ground_truth(cat, users, planted, events, meta)
+    truth = _ground_truth(cat, users, planted, habits, events, meta)
     for key in ("brand_loyal", "discount_hunters", "new_visitors", "category_affinity"):
         summary[key] = len(truth[key])
     meta["counts"] = dict(summary)
