@@ -20,7 +20,9 @@ from recctl.train import run_train
 from recctl.warehouse import Warehouse, open_writer
 
 SAMPLE_FILES = {"events": "events.csv.gz", "items": "items.ndjson", "users": "users.csv"}
-QUICK_GENERATORS = ("trending", "next-item", "itemknn")
+QUICK_GENERATORS = ("trending", "next-item", "itemknn", "buy-again")
+# the sample shop is a fashion shop with a care range (socks, tights, shoe care): consumables may come back
+DEMO_CONFIG = "fashion.toml"
 
 
 def run_demo(data_dir: Path, workdir: Path, *, quick: bool = False) -> dict[str, Any]:
@@ -39,7 +41,7 @@ def run_demo(data_dir: Path, workdir: Path, *, quick: bool = False) -> dict[str,
         )
     scaffold(workdir)
     cfg = load_config(
-        workdir / "configs" / "recctl.toml",
+        workdir / "configs" / DEMO_CONFIG,
         overrides={
             "warehouse": {"path": str(workdir / "recctl.duckdb")},
             "ingest": {"mappings_dir": str(workdir / "configs" / "mappings")},
@@ -81,9 +83,18 @@ def run_demo(data_dir: Path, workdir: Path, *, quick: bool = False) -> dict[str,
     }
 
 
+def _habit_customer(data_dir: Path) -> str | None:
+    """The ground truth's planted consumable buyer who is due at the end of the data (the first by id)."""
+    path = data_dir / "ground_truth.json"
+    habits = json.loads(path.read_text()).get("consumable_habits", {}) if path.exists() else {}
+    due = sorted(u for u, h in habits.items() if h.get("due_at_end"))
+    return due[0] if due else None
+
+
 def _examples(wh: Warehouse, cfg: RecctlConfig, data_dir: Path) -> dict[str, Any]:
     """What the tour ends with: lists with reasons for a new visitor and a loyal buyer (the ground
-    truth's brand-loyal customer with most purchases), and the items related to the most bought product."""
+    truth's brand-loyal customer with most purchases), the buy-again list of a planted consumable buyer,
+    and the items related to the most bought product."""
     loyal = list(json.loads((data_dir / "ground_truth.json").read_text())["brand_loyal"]) if (
         data_dir / "ground_truth.json").exists() else []  # fmt: skip
     rows = wh.con.sql(
@@ -99,6 +110,10 @@ def _examples(wh: Warehouse, cfg: RecctlConfig, data_dir: Path) -> dict[str, Any
     }
     if rows:
         out["loyal_buyer"] = recommend_user(wh, cfg, rows[0][0], k=5, live=True)
+    habit = _habit_customer(data_dir)
+    if habit is not None:  # ranked at the end of the sample data: the clock is weeks past it
+        end = wh.con.sql("SELECT max(ts) FROM events").fetchall()[0][0]
+        out["buy_again"] = recommend_user(wh, cfg, habit, k=5, list_name="buy-again", now=end)
     if product:
         out["product"] = recommend_item(wh, cfg, product[0][0], strategy="similar", k=5)
     return out

@@ -7,18 +7,21 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+CONFIGS = ("recctl.toml", "grocery.toml", "fashion.toml", "segments.toml")
+
 
 def templates_dir() -> Path:
     return Path(str(resources.files("recctl") / "templates"))
 
 
 def scaffold(root: Path) -> dict[str, Any]:
-    """Write ``configs/recctl.toml``, ``configs/segments.toml`` and ``configs/mappings/*.toml`` under
-    ``root``; never overwrite."""
+    """Write ``configs/recctl.toml`` (the commented reference), the shop-type examples
+    ``configs/grocery.toml`` and ``configs/fashion.toml``, ``configs/segments.toml`` and
+    ``configs/mappings/*.toml`` under ``root``; never overwrite."""
     src = templates_dir()
     written: list[str] = []
     kept: list[str] = []
-    targets = [(src / name, root / "configs" / name) for name in ("recctl.toml", "segments.toml")]
+    targets = [(src / name, root / "configs" / name) for name in CONFIGS]
     targets += [
         (p, root / "configs" / "mappings" / p.name) for p in sorted((src / "mappings").glob("*.toml"))
     ]

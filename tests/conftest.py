@@ -49,6 +49,17 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
     return _run
 
 
+@pytest.fixture(scope="session")
+def quick_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``recctl demo --quick`` over sample_data/ (configs/fashion.toml), run once for the whole session: a
+    demo project folder with the ingested warehouse, a promoted run and the configs. Tests that write
+    train into their own runs_dir."""
+    work = tmp_path_factory.mktemp("quick-demo")
+    argv = ["--quiet", "demo", "--quick", "--data", str(ROOT / "sample_data"), "--workdir", str(work)]
+    assert run(argv) == 0
+    return work
+
+
 @pytest.fixture
 def wh(tmp_path: Path) -> Path:
     """A warehouse path in a fresh folder (the file is created by the first command)."""

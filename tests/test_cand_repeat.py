@@ -135,7 +135,8 @@ def test_items_back_off_to_their_category_then_the_global() -> None:
     assert ui["w", "oat"]["user_gaps"] == 0
     assert ui["w", "oat"]["cycle_days"] == pytest.approx(item["oat"]["cycle_days"])
     mu_milk = math.log(item["milk"]["cycle_days"])
-    assert ui["u", "milk"]["cycle_days"] == pytest.approx(math.exp((3 * math.log(7) + 5 * mu_milk) / 8))
+    # (with user_prior = 1 pseudo-gap: three own gaps of 7 days weigh 3 : 1 against the item's cycle)
+    assert ui["u", "milk"]["cycle_days"] == pytest.approx(math.exp((3 * math.log(7) + mu_milk) / 4))
 
 
 def test_same_day_purchases_count_once() -> None:

@@ -108,11 +108,11 @@ def test_status_reports_counts(cli: CliRunner, wh: Path) -> None:
 def test_demo_runs_on_the_sample_shop_and_reruns_as_noop(cli: CliRunner, tmp_path: Path) -> None:
     r = cli("--json", "demo", "--quick", "--data", ROOT / "sample_data", "--workdir", tmp_path / "demo")
     assert r.code == 0, r.stderr
-    # the quick tour: three generators, the ranker over them, the baselines
-    assert set(r.json["evaluation"]["models"]) == {"ranked", "trending", "next-item", "itemknn", "popular",
-                                                    "popular-recent", "random"}  # fmt: skip
+    # the quick tour: four generators, the ranker over them, the baselines
+    assert set(r.json["evaluation"]["models"]) == {"ranked", "trending", "next-item", "itemknn", "buy-again",
+                                                    "popular", "popular-recent", "random", "personal-top"}  # fmt: skip
     loaded = {f["target"]: f["rows_loaded"] for rep in r.json["ingest"] for f in rep["files"]}
-    assert loaded["items"] == 1500 and loaded["events"] > 100_000
+    assert loaded["items"] == 1530 and loaded["events"] > 100_000  # 1500 fashion items + 30 care items
     # it ends with lists and their reasons for a new visitor, a loyal buyer and a product
     ex = r.json["examples"]
     assert ex["new_visitor"]["state"] == "new" and ex["loyal_buyer"]["state"] == "buyer"
@@ -120,7 +120,17 @@ def test_demo_runs_on_the_sample_shop_and_reruns_as_noop(cli: CliRunner, tmp_pat
         ex["loyal_buyer"]["user_id"]
         in json.loads((ROOT / "sample_data" / "ground_truth.json").read_text())["brand_loyal"]
     )
-    assert all(len(ex[k]["items"]) == 5 and all(i["reason"] for i in ex[k]["items"]) for k in ex)
+    assert all(
+        len(ex[k]["items"]) == 5 and all(i["reason"] for i in ex[k]["items"]) for k in ex if k != "buy_again"
+    )
+    # and the buy-again list of a planted consumable buyer who is due: their habit item first, with its cycle
+    habits = json.loads((ROOT / "sample_data" / "ground_truth.json").read_text())["consumable_habits"]
+    again = ex["buy_again"]
+    habit = habits[again["user_id"]]
+    assert again["list"] == "buy-again" and habit["due_at_end"]
+    assert again["items"][0]["item_id"] in [habit["item_id"], *habit["also_item_ids"]]
+    every = re.match(r"you buy this about every (\d+) days; last bought", again["items"][0]["reason"])
+    assert every is not None and abs(int(every.group(1)) - habit["every_days"]) <= 1, again["items"][0]
     assert r.json["online_store"]["users"] == 2000 and set(r.json["segments"]["segments"]) == {
         "premium-enthusiasts", "budget-kids"}  # fmt: skip
     r = cli("--json", "demo", "--quick", "--data", ROOT / "sample_data", "--workdir", tmp_path / "demo")

@@ -116,14 +116,10 @@ def test_pipeline_candidates_keep_bought_items_only_where_the_rules_let_them_bac
     assert grocery.evaluate.effective_variant() == "repeat"
 
 
-@pytest.fixture(scope="module")
-def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from recctl.cli import run
-
-    work = tmp_path_factory.mktemp("shop")
-    argv = ["--quiet", "demo", "--quick", "--data", str(ROOT / "sample_data"), "--workdir", str(work)]
-    assert run(argv) == 0
-    return work
+@pytest.fixture
+def shop(quick_demo: Path) -> Path:
+    """The session's quick demo (tests/conftest.py)."""
+    return quick_demo
 
 
 def _cfg(shop: Path, tmp_path: Path, extra: str = "") -> Path:

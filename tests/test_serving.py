@@ -353,9 +353,10 @@ def test_segment_boosts_take_effect_for_members_only(
     assert any(lab.startswith("boost: segment:budget-kids") for lab in labels)
     cat = dict(query(db, "SELECT item_id, category || '|' || price FROM items"))
 
-    def kids_deals(doc: dict[str, Any]) -> int:
-        return sum(cat[i["item_id"]].startswith("Kids") and float(cat[i["item_id"]].split("|")[1]) <= 40
-                   for i in doc["items"])  # fmt: skip
+    def kids_deals(doc: dict[str, Any]) -> float:
+        """The kids deals in the list, weighted by 1 / rank: more of them, or the same ones higher up."""
+        return sum(1 / i["rank"] for i in doc["items"]
+                   if cat[i["item_id"]].startswith("Kids") and float(cat[i["item_id"]].split("|")[1]) <= 40)  # fmt: skip
 
     assert kids_deals(on[member]) > kids_deals(off[member])
     assert [i["item_id"] for i in on[outsider]["items"]] == [i["item_id"] for i in off[outsider]["items"]]

@@ -24,7 +24,9 @@ row for every item bought and every item of the catalog (when given), so a new i
 cycle.
 
 User level. A (user, item) with user_gaps ≥ 1 blends its own mean ln(gap) with the item's mu, with the same
-weights (user_gaps·own + prior·item) / (user_gaps + prior), and its own ln-gap deviation with the item's
+weights but ``user_prior`` pseudo-gaps (default 1: customers differ more than the gaps of one customer do,
+so a few regular gaps of their own outweigh the item's mix of everyone's),
+(user_gaps·own + user_prior·item) / (user_gaps + user_prior), and its own ln-gap deviation with the item's
 sigma likewise (floored at ``min_sigma``). Every (user, item) the user bought gets a row; without an own gap
 it carries the item's cycle.
 
@@ -90,6 +92,7 @@ def purchase_cycles(
     *,
     event_types: list[str] = ["purchase"],  # noqa: B006 (read only; the API the feature store calls)
     prior: float = 5.0,
+    user_prior: float = 1.0,
     min_sigma: float = 0.25,
 ) -> Cycles:
     """The repurchase cycles of every item and every (user, item) in ``events`` (see the module docstring)."""
@@ -152,7 +155,7 @@ def purchase_cycles(
         "item_id", cycle_days=pl.col("mu").exp(), log_sigma="log_sigma", n_gaps="n", level="level"
     )
 
-    user_item = _user_level(occ, it.select("item_id", "mu", "log_sigma"), prior, min_sigma)
+    user_item = _user_level(occ, it.select("item_id", "mu", "log_sigma"), user_prior, min_sigma)
     return Cycles(item=item, user_item=user_item, as_of=as_of)
 
 
@@ -189,15 +192,15 @@ def _user_level(occ: pl.DataFrame, it: pl.DataFrame, prior: float, min_sigma: fl
 
 
 def user_cycles(
-    events: pl.DataFrame, item: pl.DataFrame, *, event_types: list[str] | None = None, prior: float = 5.0,
-    min_sigma: float = 0.25,
+    events: pl.DataFrame, item: pl.DataFrame, *, event_types: list[str] | None = None,
+    user_prior: float = 1.0, min_sigma: float = 0.25,
 ) -> pl.DataFrame:  # fmt: skip
     """The user level alone (``Cycles.user_item`` columns) over ``events``, with a fitted item level
     ``item`` (``Cycles.item``) as the prior: serving recomputes a visitor's cycles from their events up to
     now with the items' cycles of the promoted run. Items the fit never saw get no row."""
     ev = events.filter(pl.col("event_type").is_in(event_types or ["purchase"]))
     it = item.select("item_id", mu=pl.col("cycle_days").log(), log_sigma="log_sigma")
-    out = _user_level(_gaps(occasions(ev)), it, prior, min_sigma)
+    out = _user_level(_gaps(occasions(ev)), it, user_prior, min_sigma)
     return out.filter(pl.col("cycle_days").is_not_null())
 
 

@@ -58,7 +58,8 @@ class RepeatParams(Params):
     neighbors: int = Field(900, ge=0)  # capped at users − 1; 0 = own vector only
     metric: Literal["euclidean", "cosine"] = "euclidean"
     cycle_weight: float = Field(1.0, ge=0)  # score × (1 + cycle_weight · due_score); 0 = pure TIFU-KNN
-    prior: float = Field(5.0, ge=0)  # pseudo-gaps of the cycle shrinkage
+    prior: float = Field(5.0, ge=0)  # pseudo-gaps of the item → category → shop cycle shrinkage
+    user_prior: float = Field(1.0, ge=0)  # pseudo-gaps of a customer's own cycle toward the item's
     min_sigma: float = Field(0.25, gt=0)  # floor of the cycles' log-sigma
     chunk_users: int = Field(2000, ge=1)  # users per neighbour / scoring chunk
 
@@ -147,7 +148,12 @@ class Repeat:
         k = min(p.neighbors, max(len(self.users) - 1, 0))
         self.neighbors = nearest(self.vectors, k, p.metric, p.chunk_users)
         self.cycles = _cycles.purchase_cycles(
-            train, items, event_types=p.event_types, prior=p.prior, min_sigma=p.min_sigma
+            train,
+            items,
+            event_types=p.event_types,
+            prior=p.prior,
+            user_prior=p.user_prior,
+            min_sigma=p.min_sigma,
         )
         self._derive()
 

@@ -55,6 +55,7 @@ def _render_examples(examples: dict[str, Any], c: Console) -> None:
     titles = {
         "new_visitor": "a new visitor ({user_id}: {state}, {strategy})",
         "loyal_buyer": "a loyal buyer ({user_id}: {state}, {strategy})",
+        "buy_again": "buy it again, for a customer with a consumable habit ({user_id}: --list buy-again)",
         "product": "related to product {item_id} ({strategy})",
     }
     for key, doc in examples.items():

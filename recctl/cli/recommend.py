@@ -61,6 +61,14 @@ def register(app: typer.Typer) -> None:
         context_item: Annotated[
             str | None, typer.Option("--context-item", help="context: the product page being shown")
         ] = None,
+        list_name: Annotated[
+            str,
+            typer.Option(
+                "--list",
+                help="--user: main (the ranked list) | buy-again (bought items due to be re-bought, "
+                "with their cycle as the reason)",
+            ),
+        ] = "main",
         live: Annotated[
             bool, typer.Option("--live", help="--user: rank now even when the online store is fresh")
         ] = False,
@@ -75,7 +83,8 @@ def register(app: typer.Typer) -> None:
 
         --user answers from the online store when it is fresh (rows of the promoted run younger than
         [serving] max_age), else ranks on the fly by the visitor's state (new, returning, signed-in,
-        buyer). --session reads an anonymous visitor's events (JSON lines with the fields of events:
+        buyer); `--list buy-again` lists the bought items the user is due to re-buy, with the cycle
+        as the reason ("you buy this about every 9 days; last bought 11 days ago"). --session reads an anonymous visitor's events (JSON lines with the fields of events:
         item_id, event_type, ts, ...); no events gives trending items for the context. Output: one line per
         item (rank, item, score, reason) on stdout, or the JSON document with --json.
         """
@@ -88,6 +97,8 @@ def register(app: typer.Typer) -> None:
                               + (f" (got {', '.join(chosen)})" if chosen else ""))  # fmt: skip
         if out is not None and not all_:
             raise ConfigError("--out goes with --all")
+        if list_name != "main" and user is None:
+            raise ConfigError("--list goes with --user")
         state: State = ctx.obj
         cfg = state.config
         if all_:  # it takes the writer lock itself: it reads read-only until it writes
@@ -103,7 +114,7 @@ def register(app: typer.Typer) -> None:
         with open_reader(cfg, wait=wait or 0.0) as wh:
             if user is not None:
                 doc = service.recommend_user(wh, cfg, user, k=k, explain=explain, category=category,
-                                             current_item=context_item, live=live)  # fmt: skip
+                                             current_item=context_item, live=live, list_name=list_name)  # fmt: skip
             elif item is not None:
                 doc = service.recommend_item(wh, cfg, item, strategy=strategy, k=k)
             else:

@@ -17,6 +17,7 @@ from recctl.serving.store import lookup
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from datetime import datetime
     from pathlib import Path
 
     from recctl.config import RecctlConfig
@@ -25,14 +26,30 @@ if TYPE_CHECKING:
 SESSION_USER = "session:-"  # the key of the anonymous visitor of recommend --session
 
 
+LISTS = ("main", "buy-again")
+
+
 def recommend_user(
     wh: Warehouse, cfg: RecctlConfig, user_id: str, *, k: int | None = None, explain: bool = False,
     category: str | None = None, current_item: str | None = None, live: bool = False,
+    list_name: str = "main", now: datetime | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """One user's list: from the online store when it is fresh and no context is given (and not
-    ``live``), else ranked now."""
+    ``live``), else ranked now. ``list_name`` ``buy-again``: the bought items the user is due to re-buy
+    (always live), the document's ``list`` says which list it is. ``now``: the time to rank at (default:
+    the clock; the demo ranks at the end of the sample data)."""
     k = k or cfg.serving.k
     served = promoted(cfg.runs_dir)
+    if list_name not in LISTS:
+        from recctl.errors import ConfigError
+
+        raise ConfigError(f"unknown list {list_name!r}: use {' or '.join(LISTS)}")
+    if list_name == "buy-again":
+        from recctl.serving.user import as_document, buy_again_users, load_inputs
+
+        inputs = load_inputs(wh.con, [user_id], cache_key=str(wh.path))
+        frame = buy_again_users(wh.con, cfg, served, inputs, k, now=now)
+        return {**as_document(frame, user_id, served.run_id, "live", explain), "list": list_name}
     if not (live or explain or category or current_item):
         rows = lookup(wh.con, user_id, served.run_id, cfg.serving.max_age, k)
         if rows is not None:
@@ -41,7 +58,9 @@ def recommend_user(
     from recctl.serving.user import as_document, load_inputs, recommend_users
 
     inputs = load_inputs(wh.con, [user_id], cache_key=str(wh.path))
-    frame = recommend_users(wh.con, cfg, served, inputs, k, category=category, current_item=current_item)
+    frame = recommend_users(
+        wh.con, cfg, served, inputs, k, category=category, current_item=current_item, now=now
+    )
     return as_document(frame, user_id, served.run_id, "live", explain)
 
 

@@ -123,8 +123,45 @@ def recommend_users(
     from recctl.rules import apply
 
     ranked = apply(cands, history=inputs.events, items=inputs.catalog, cfg=rules, now=now, k=k).frame
-    out = explain.reasons(ranked, recent, served, inputs.catalog)
+    out = _buy_again_reasons(explain.reasons(ranked, recent, served, inputs.catalog), served, inputs, now)
     return out.join(strat.select("user_id", "state", "strategy"), on="user_id", how="left").select(OUTPUT)
+
+
+def _buy_again_reasons(out: pl.DataFrame, served: Served, inputs: Inputs, now: datetime) -> pl.DataFrame:
+    """An item the customer bought before is explained by its cycle ("you buy this about every 9 days;
+    last bought 11 days ago"), whatever proposed it."""
+    from recctl.serving.buy_again import cycle_reasons
+
+    bought = inputs.events.filter(pl.col("event_type") == "purchase").join(
+        out.select("user_id", "item_id").unique(), on=["user_id", "item_id"], how="semi"
+    )
+    if bought.height == 0:
+        return out
+    cyc = cycle_reasons(served, inputs.events.join(bought.select("user_id").unique(), on="user_id"), now)
+    if cyc.height == 0:
+        return out
+    joined = out.join(
+        cyc.rename({"reason": "_cycle"}), on=["user_id", "item_id"], how="left", maintain_order="left"
+    )
+    return joined.with_columns(reason=pl.coalesce("_cycle", "reason")).drop("_cycle")
+
+
+def buy_again_users(
+    con: duckdb.DuckDBPyConnection, cfg: RecctlConfig, served: Served, inputs: Inputs, k: int, *,
+    now: datetime | None = None,
+) -> pl.DataFrame:  # fmt: skip
+    """The ``buy-again`` list of ``inputs.visitors``' users (columns ``OUTPUT``): their bought items by
+    how due they are, through the current rules and segments (recctl/serving/buy_again.py)."""
+    from recctl.serving.buy_again import buy_again
+
+    now = now or datetime.now(UTC).replace(tzinfo=None)
+    rules = _rules_for(con, cfg, inputs.visitors["user_id"].to_list())
+    out = buy_again(served, inputs.events, inputs.catalog, rules, k, now)
+    return (
+        out.join(inputs.visitors.select("user_id", "state"), on="user_id", how="left")
+        .with_columns(strategy=pl.lit("buy-again"))
+        .select(OUTPUT)
+    )
 
 
 def _personalized(served: Served, users: pl.Series, n: int, events: pl.DataFrame) -> pl.DataFrame:
