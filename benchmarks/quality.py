@@ -323,7 +323,16 @@ def child_main(spec_path: Path) -> int:
                 "models": {
                     name: {
                         k: r[k]
-                        for k in ("metrics", "ci95", "wall_s", "fit_s", "recommend_s", "candidate_recall")
+                        for k in (
+                            "metrics",
+                            "ci95",
+                            "wall_s",
+                            "fit_s",
+                            "recommend_s",
+                            "candidate_recall",
+                            "lift",
+                        )
+                        if k in r
                     }
                     | {"kind": kinds.get(name)}
                     for name, r in result["models"].items()
@@ -523,6 +532,8 @@ def records(ds: Dataset, run: DatasetRun, common: dict[str, Any]) -> list[dict[s
                 }
                 if m0.get("candidate_recall"):
                     rec["candidate_recall"] = m0["candidate_recall"]
+                if m0.get("lift"):  # the pipeline's paired-bootstrap lift over each other model
+                    rec["lift"] = m0["lift"]
                 if per[0].get("stage1_union"):
                     rec["stage1_union"] = per[0]["stage1_union"]
             else:
@@ -577,7 +588,7 @@ def records(ds: Dataset, run: DatasetRun, common: dict[str, Any]) -> list[dict[s
                     "eval_child": "the dataset's whole evaluation child process (start-up, imports, every call)",
                 },
             }
-            for k in ("metrics", "ci95", "folds", "candidate_recall", "stage1_union"):
+            for k in ("metrics", "ci95", "folds", "candidate_recall", "stage1_union", "lift"):
                 if k in rec:
                     rec[k] = _sig(rec[k])
             out.append(rec)
@@ -681,6 +692,9 @@ def target_misses(recs: list[dict[str, Any]]) -> list[str]:
                 if n10 < (1 + PIPELINE_LIFT) * r["metrics"]["ndcg@10"]:
                     misses.append(f"{where}: ndcg@10 {n10:.4f} not {PIPELINE_LIFT:.0%} over "
                                   f"{r['model']} {r['metrics']['ndcg@10']:.4f}")  # fmt: skip
+                lift = (p.get("lift") or {}).get(r["model"], {}).get("ndcg@10")
+                if lift is None or not lift[1] > 0:  # the paired interval of the lift must exclude 0
+                    misses.append(f"{where}: the paired 95% interval of its lift over {r['model']} is {lift}")
         if p["dataset"] in TARGET_PIPELINE:
             tr, tn = TARGET_PIPELINE[p["dataset"]]
             if p["metrics"]["recall@10"] < tr or n10 < tn:

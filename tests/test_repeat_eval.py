@@ -82,6 +82,21 @@ def test_repeat_explore_split_known_answer() -> None:
     assert got["recall_explore@1"] == pytest.approx(0.5)  # a's z is at rank 2
 
 
+def test_paired_lift_known_answers() -> None:
+    users = [f"u{i}" for i in range(50)]
+    b = pl.DataFrame({"user_id": users, "ndcg@10": [0.1 + 0.01 * (i % 7) for i in range(50)]})
+    twice = b.with_columns(pl.col("ndcg@10") * 2)
+    assert M.paired_lift(twice, b, "ndcg@10", n_boot=200) == pytest.approx((1.0, 1.0, 1.0))
+    assert M.paired_lift(b, b, "ndcg@10", n_boot=200) == pytest.approx((0.0, 0.0, 0.0))
+    noisy = b.with_columns(pl.col("ndcg@10") + pl.Series([0.05 * ((i * 13) % 5 - 2) for i in range(50)]))
+    point, lo, hi = M.paired_lift(noisy, b, "ndcg@10", n_boot=500, seed=3)
+    assert lo < point < hi and lo < 0.02 < hi  # the noise has mean 0: +0 % lies inside, roughly
+    # pairing matters: the same per-user gain on users of very different levels is a sure lift
+    wide = pl.DataFrame({"user_id": users, "ndcg@10": [float(i % 2) for i in range(50)]})
+    point, lo, hi = M.paired_lift(wide.with_columns(pl.col("ndcg@10") + 0.1), wide, "ndcg@10", n_boot=500)
+    assert lo > 0
+
+
 def test_filter_seen_false_is_the_repeat_variant_and_new_items_cannot_have_it() -> None:
     cfg = RecctlConfig.model_validate({"evaluate": {"filter_seen": False}})
     opts = Options.from_config(cfg)
@@ -162,6 +177,8 @@ def test_repeat_and_next_basket_evaluations_on_the_sample_shop(
         metrics = m["metrics"]
         assert 0 < metrics["repeat_target_share"] < 1
         assert 0 <= metrics["recall_repeat@10"] <= 1 and 0 <= metrics["recall_explore@10"] <= 1
+    point, lo, hi = res["models"]["ranked"]["lift"]["personal-top"]["ndcg@10"]
+    assert lo <= point <= hi and "lift" not in res["models"]["personal-top"]
     # personal-top only proposes repeats first: most of its hits are repeat targets
     assert res["models"]["personal-top"]["metrics"]["repeat_hit_share@10"] > 0.5
     html = (tmp_path / "r.html").read_text()
@@ -174,6 +191,7 @@ def test_repeat_and_next_basket_evaluations_on_the_sample_shop(
     render_evaluation(res, console)
     shown = console.export_text()
     assert "repeat / explore" in shown and "filtered in evaluation: nothing is removed" in shown
+    assert "ranked's ndcg@10 over (paired 95% interval): " in shown
 
     nb = cli("--json", "--config", f, "evaluate", "--protocol", "next-basket", "--variant", "repeat")
     assert nb.code == 0, nb.stderr

@@ -68,6 +68,13 @@ def render_evaluation(result: dict[str, Any], c: Console) -> None:
         for name, m in split_rows:
             t.add_row(name, *(f"{m.get(col, float('nan')):.4f}" for col in rcols))
         c.print(t)
+    for name, r in result["models"].items():
+        lifts = r.get("lift") or {}
+        if lifts:
+            key = f"ndcg@{k0}"
+            parts = [f"{o} {v[key][0]:+.1%} [{v[key][1]:+.1%}, {v[key][2]:+.1%}]" for o, v in lifts.items()
+                     if o not in ("random",) and key in v]  # fmt: skip
+            c.print(f"{name}'s {key} over (paired 95% interval): " + "; ".join(parts))
     if "candidate_union_recall" in result:
         per_model = ", ".join(
             f"{name} {' / '.join(f'{v:.3f}' for v in r['candidate_recall'].values())}"

@@ -150,6 +150,7 @@ def score_model(
         "fit_s": round(fit_s, 3),
         "recommend_s": round(recommend_s, 3),
         "_hits": hits,
+        "_per_user": per_user.select("user_id", *[f"ndcg@{k}" for k in opts.ks]),
     }
 
 
@@ -190,6 +191,18 @@ def evaluate_specs(
     cache.clear()
     models = {s.name: scored[s.name] for s in specs}
     hits = {name: m.pop("_hits") for name, m in models.items()}
+    per_user = {name: m.pop("_per_user") for name, m in models.items()}
+    for p in pipes:  # the pipeline against every other model on the same users: a paired interval
+        if p.name in models:
+            models[p.name]["lift"] = {
+                other: {
+                    f"ndcg@{k}": list(M.paired_lift(per_user[p.name], pu, f"ndcg@{k}", n_boot=opts.n_boot,
+                                                    seed=derive_seed(opts.seed, "lift")))
+                    for k in opts.ks
+                }
+                for other, pu in per_user.items()
+                if other != p.name
+            }  # fmt: skip
     # the union of what stage 1 would hand the ranker: every generator but the random baseline
     members = [s.name for s in specs if s.kind != "random"]
     union = {
