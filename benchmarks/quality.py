@@ -534,6 +534,8 @@ def records(ds: Dataset, run: DatasetRun, common: dict[str, Any]) -> list[dict[s
                     rec["candidate_recall"] = m0["candidate_recall"]
                 if m0.get("lift"):  # the pipeline's paired-bootstrap lift over each other model
                     rec["lift"] = m0["lift"]
+                if m0.get("training"):  # what the pipeline's ranker learned from
+                    rec["training"] = m0["training"]
                 if per[0].get("stage1_union"):
                     rec["stage1_union"] = per[0]["stage1_union"]
             else:

@@ -201,3 +201,33 @@ def test_repeat_and_next_basket_evaluations_on_the_sample_shop(
     assert (
         doc["models"]["personal-top"]["metrics"]["ndcg@10"] > doc["models"]["popular"]["metrics"]["ndcg@10"]
     )
+
+
+def test_a_last_order_files_split_trains_the_ranker_on_every_users_last_basket(
+    cli: CliRunner, tmp_path: Path
+) -> None:
+    """The second grocery data set of issue 12: a files split whose test holds each user's last order. The
+    ranker's labels must come from every user's last basket, not from a 4-week window few users reach."""
+    rows, test = [], []
+    for u in range(40):
+        for o in range(5):
+            day = T0 + timedelta(days=7 * u + 9 * o)  # users shop at different times of the year
+            for j in range(3):
+                item = f"p{(u + o + j) % 6 if j < 2 else 6 + (u % 4)}"
+                line = f"{day:%Y-%m-%dT%H:%M:%SZ},h{u},{item},purchase,o{u}-{o}\n"
+                (test if o == 4 else rows).append(line)
+    header = "ts,user_id,item_id,event_type,order_id\n"
+    (tmp_path / "train.csv").write_text(header + "".join(rows))
+    (tmp_path / "test.csv").write_text(header + "".join(test))
+    cfg = tmp_path / "r.toml"
+    cfg.write_text(
+        "[rules]\nexclude_bought = false\n[evaluate]\nn_boot = 20\n"
+        '[[candidates]]\nname = "trending"\nkind = "popular"\n'
+        '[[candidates]]\nname = "buy-again"\nkind = "repeat"\nparams = { neighbors = 5 }\n'
+        "[ranker]\nparams = { features = false }\n"
+    )
+    r = cli("--json", "--config", cfg, "--warehouse", tmp_path / "w.duckdb", "evaluate", "--protocol", "files",
+            "--train", tmp_path / "train.csv", "--test", tmp_path / "test.csv", "--variant", "repeat")  # fmt: skip
+    assert r.code == 0, r.stderr
+    training = r.json["models"]["ranked"]["training"]
+    assert training["label_split"] == "last-basket" and training["label_users"] == 40

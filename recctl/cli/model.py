@@ -69,6 +69,10 @@ def render_evaluation(result: dict[str, Any], c: Console) -> None:
             t.add_row(name, *(f"{m.get(col, float('nan')):.4f}" for col in rcols))
         c.print(t)
     for name, r in result["models"].items():
+        tr = r.get("training") or {}
+        if tr:
+            c.print(f"{name}'s ranker learned from the {tr.get('label_split')} labels of {tr.get('label_users', 0):,} "
+                    f"users ({tr.get('train_users', 0):,} for training, {tr.get('valid_users', 0):,} for early stopping)")  # fmt: skip
         lifts = r.get("lift") or {}
         if lifts:
             key = f"ndcg@{k0}"

@@ -149,9 +149,24 @@ def score_model(
         "wall_s": round(time.perf_counter() - t0, 3),
         "fit_s": round(fit_s, 3),
         "recommend_s": round(recommend_s, 3),
+        **({"training": _training(gen)} if spec.kind == PIPELINE else {}),
         "_hits": hits,
         "_per_user": per_user.select("user_id", *[f"ndcg@{k}" for k in opts.ks]),
     }
+
+
+def _training(pipe: Any) -> dict[str, Any]:
+    """What the pipeline's ranker learned from: its label split and how many users had labels."""
+    keys = (
+        "label_split",
+        "label_as_of",
+        "label_users",
+        "train_users",
+        "valid_users",
+        "positives",
+        "best_iteration",
+    )
+    return {k: pipe.info[k] for k in keys if k in pipe.info}
 
 
 def _recall(hits: pl.DataFrame, test: pl.DataFrame) -> float:

@@ -83,6 +83,17 @@ def _gate(
     return G.check(metric, (candidate.name, cand_value), (ref_name, ref_value), cfg.evaluate.gate_tolerance)
 
 
+def one_basket_each(test: pl.DataFrame) -> bool:
+    """Whether the test file holds one basket per user (orders, else sessions, else days: a last-order
+    split), so that the ranker's ``label = "auto"`` takes each user's last basket, as the test does."""
+    from recctl.data import basket_key
+
+    if test.height == 0:
+        return False
+    per_user = test.group_by("user_id").agg(basket_key().n_unique().alias("n"))["n"]
+    return bool((per_user == 1).all())
+
+
 def filtering(cfg: RecctlConfig, opts: Options, *, pipeline: str | None) -> dict[str, str]:
     """What is filtered where, in words (the report and the CLI show it); refuses the contradiction of an
     evaluation that counts repurchases while the pipeline's [rules] exclude every bought item (its lists
@@ -139,7 +150,10 @@ def run_evaluate(
         items = pl.concat([items, extra], how="diagonal_relaxed")
     split = make_split(events, cfg, opts, cutoff=cutoff, files=files)
     configured = candidates if candidates is not None else cfg.candidates
-    pipe = pipeline_spec(cfg, opts.protocol, configured, filter_seen=opts.filter_seen)
+    protocol = opts.protocol
+    if files is not None and cfg.ranker.label == "auto" and one_basket_each(files[1]):
+        protocol = "next-basket"  # a last-order split in files: the ranker learns from last baskets too
+    pipe = pipeline_spec(cfg, protocol, configured, filter_seen=opts.filter_seen)
     judged = pipe or (configured[0] if configured else None)
     specs = [s for s in ([pipe] if pipe else []) + configured if not models or s.name in models]
     specs += [b for b in baseline_specs(cfg) if not models or b.name in models]
