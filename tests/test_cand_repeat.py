@@ -288,6 +288,25 @@ def test_chunking_does_not_change_answers(metric: str) -> None:
     assert default.for_users(users, 6).height == 6 * len(users)
 
 
+def test_the_per_row_cut_gives_the_full_ranking_top() -> None:
+    """for_users keeps each row's best n + (most excluded) scores in numpy before ranking: the same lists
+    as ranking every scored item, with and without excluded items."""
+    from recctl.candidates.base import rank_top
+
+    ev = random_shop(5)
+    users = pl.Series(ev["user_id"].unique().sort())
+    gen = fit_repeat(ev, neighbors=4)
+    rows = np.arange(len(gen.users))
+    seen = ev.select("user_id", "item_id").unique().filter(pl.col("user_id").is_in(users.head(5).implode()))
+    for exclude in (None, seen):
+        full = rank_top(gen._scores(rows), 4, exclude)
+        assert (
+            gen.for_users(users, 4, exclude=exclude)
+            .sort("user_id", "rank")
+            .equals(full.sort("user_id", "rank"))
+        )
+
+
 def test_users_without_baskets_get_nothing() -> None:
     ev = events([*TIFU_HISTORY, ("V", "a", 1.0, None, "s1", "view")])
     recs = fit_repeat(ev, neighbors=1).for_users(pl.Series(["V", "nobody"]), 3)
