@@ -128,6 +128,21 @@ def _load_builtin() -> None:
             importlib.import_module(f"recctl.candidates.{info.name}")
 
 
+def save_frames(path: Path, params: BaseModel, **frames: pl.DataFrame) -> None:
+    """A generator's plain-data save: each frame as ``<name>.parquet`` and its params as ``params.json``."""
+    import json
+
+    path.mkdir(parents=True, exist_ok=True)
+    for name, frame in frames.items():
+        frame.write_parquet(path / f"{name}.parquet")
+    (path / "params.json").write_text(json.dumps(params.model_dump()))
+
+
+def read_frames(path: Path, *names: str) -> list[pl.DataFrame]:
+    """The frames ``save_frames`` wrote (a missing one raises FileNotFoundError: ``unloadable``)."""
+    return [pl.read_parquet(path / f"{name}.parquet") for name in names]
+
+
 def rank_top(scored: pl.DataFrame, n: int, exclude: pl.DataFrame | None) -> pl.DataFrame:
     """Keep each user's ``n`` best (user_id, item_id, score) rows not in ``exclude``; ties by item_id."""
     if exclude is not None and exclude.height:

@@ -15,14 +15,13 @@ place q among the P popular items, in (0, 1), below every personal item.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Self
 
 import polars as pl
 from pydantic import Field
 
-from recctl.candidates.base import Params, max_excluded, rank_top, register
+from recctl.candidates.base import Params, max_excluded, rank_top, read_frames, register, save_frames
 
 
 class PersonalParams(Params):
@@ -80,14 +79,10 @@ class Personal:
         return rank_top(pl.concat([own, fill]), n, exclude)
 
     def save(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        self.counts.write_parquet(path / "counts.parquet")
-        self.popular.write_parquet(path / "popular.parquet")
-        (path / "params.json").write_text(json.dumps(self.params.model_dump()))
+        save_frames(path, self.params, counts=self.counts, popular=self.popular)
 
     @classmethod
     def load(cls, path: Path, name: str, params: dict[str, Any]) -> Self:
         gen = cls(name, PersonalParams.model_validate(params))
-        gen.counts = pl.read_parquet(path / "counts.parquet")
-        gen.popular = pl.read_parquet(path / "popular.parquet")
+        gen.counts, gen.popular = read_frames(path, "counts", "popular")
         return gen

@@ -12,7 +12,6 @@ weighted by how much of their history each category holds (global popularity for
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -20,7 +19,7 @@ from typing import Any, Literal, Self
 import polars as pl
 from pydantic import Field
 
-from recctl.candidates.base import Params, max_excluded, rank_top, register
+from recctl.candidates.base import Params, max_excluded, rank_top, read_frames, register, save_frames
 
 
 class PopularParams(Params):
@@ -117,16 +116,15 @@ class Popular:
         return self.by_category.filter(pl.col("category") == category).sort("score", descending=True).head(n)
 
     def save(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        self.ranking.write_parquet(path / "ranking.parquet")
-        self.by_category.write_parquet(path / "by_category.parquet")
-        self.user_categories.write_parquet(path / "user_categories.parquet")
-        (path / "params.json").write_text(json.dumps(self.params.model_dump()))
+        save_frames(
+            path, self.params, ranking=self.ranking, by_category=self.by_category,
+            user_categories=self.user_categories,
+        )  # fmt: skip
 
     @classmethod
     def load(cls, path: Path, name: str, params: dict[str, Any]) -> Self:
         gen = cls(name, PopularParams.model_validate(params))
-        gen.ranking = pl.read_parquet(path / "ranking.parquet")
-        gen.by_category = pl.read_parquet(path / "by_category.parquet")
-        gen.user_categories = pl.read_parquet(path / "user_categories.parquet")
+        gen.ranking, gen.by_category, gen.user_categories = read_frames(
+            path, "ranking", "by_category", "user_categories"
+        )
         return gen
