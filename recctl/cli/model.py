@@ -36,7 +36,7 @@ def render_evaluation(result: dict[str, Any], c: Console) -> None:
         f"{d['test_users']:,} test users, {d['test_targets']:,} targets, {d['train_events']:,} training events"
     )
     for where_, what in (s.get("filtering") or {}).items():
-        c.print(f"filtered in {where_}: {what}")
+        c.print(f"filtered in {where_}: {what}", markup=False, highlight=False)
     removed = (d.get("prepare") or {}).get("events_removed")
     if removed:
         c.print(f"[prepare] removed {removed:,} training events before fitting (targets are never cleaned)")
