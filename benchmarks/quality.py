@@ -331,6 +331,7 @@ def child_main(spec_path: Path) -> int:
                             "recommend_s",
                             "candidate_recall",
                             "lift",
+                            "training",
                         )
                         if k in r
                     }
