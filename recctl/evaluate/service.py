@@ -159,8 +159,7 @@ def run_evaluate(
     specs += [b for b in baseline_specs(cfg) if not models or b.name in models]
     if not specs:
         raise ConfigError(f"no model named {', '.join(models or [])}")
-    piped = pipe is not None and pipe in specs
-    how = filtering(cfg, opts, pipeline=pipe.name if piped and pipe else None)
+    how = filtering(cfg, opts, pipeline=pipe.name if pipe is not None and pipe in specs else None)
     result = evaluate_specs(split, specs, opts, items=items, dataset=dataset or wh.path.stem)
     result["settings"]["filtering"] = how
     gate_result = None

@@ -144,14 +144,15 @@ def _with_nulls(frame: pl.DataFrame, columns: dict[str, pl.DataType]) -> pl.Data
     return frame.with_columns(pl.lit(None, t).alias(c) for c, t in columns.items() if c not in frame.columns)
 
 
-def _repeat_frames(fs: FeatureSet) -> dict[str, pl.DataFrame]:
-    """``cy``: the bought (user, item) pairs with their due figures as of ``fs.as_of`` (feature sets saved
-    before the cycles existed get none: null features)."""
+def _repeat_frames(fs: FeatureSet, keys: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """``cy``: the bought ones of the pairs ``keys`` with their due figures as of ``fs.as_of`` (feature
+    sets saved before the cycles existed get none: null features)."""
     from recctl.candidates._cycles import due
 
     ui = _with_nulls(fs.user_item, {"n_baskets": pl.Int64(), "last_buy_ts": pl.Datetime("us"),
                                     "cycle_days": pl.Float64(), "cycle_sigma": pl.Float64()})  # fmt: skip
-    bought = ui.filter(pl.col("last_buy_ts").is_not_null()).select(
+    bought = ui.join(keys.select("user_id", "item_id"), on=["user_id", "item_id"], how="semi")
+    bought = bought.filter(pl.col("last_buy_ts").is_not_null()).select(
         "user_id", "item_id", last_ts="last_buy_ts", cycle_days="cycle_days", log_sigma="cycle_sigma"
     )
     cy = due(bought, fs.as_of).select(
@@ -174,7 +175,7 @@ def pair_features(fs: FeatureSet, pairs: pl.DataFrame, context: pl.DataFrame | N
         "user_brand": fs.user_brand,
         "user_category": fs.user_category,
         "ctx": _context(fs, context),
-        **_repeat_frames(fs),
+        **_repeat_frames(fs, keys),
     }
     sql = f"""
 SELECT p.__row,
