@@ -16,7 +16,8 @@ class ExitCode(IntEnum):
     DATA = 65  # bad input data (EX_DATAERR)
     NO_INPUT = 66  # input file missing (EX_NOINPUT)
     LOCKED = 75  # another job holds the warehouse (EX_TEMPFAIL): retry later
-    INTERRUPTED = 130
+    INTERRUPTED = 130  # SIGINT (Ctrl-C): unfinished work rolled back
+    TERMINATED = 143  # SIGTERM: unfinished work rolled back
 
 
 class RecctlError(Exception):

@@ -2,7 +2,7 @@
 
 Exit codes (the only place they are decided): 0 ok · 1 internal error · 2 usage or config error ·
 3 evaluation gate failed · 65 bad input data · 66 input file missing · 75 warehouse locked (retry) ·
-130 interrupted.
+130 interrupted (SIGINT) · 143 terminated (SIGTERM). docs/reliability.md has the table and the guarantees.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ try:  # newer typer vendors click; older typer uses the click package
 except ImportError:  # pragma: no cover
     from click.exceptions import ClickException  # type: ignore[import-not-found,no-redef,unused-ignore]
 
-from recctl import __version__
+from recctl import __version__, signals
 from recctl.cli.state import State
 from recctl.console import Output
 from recctl.errors import ExitCode, RecctlError
@@ -91,29 +91,51 @@ _register()
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code (``main`` exits with it)."""
     out = Output()
-    try:
-        rv = app(args=argv, prog_name="recctl", standalone_mode=False)
-        return rv if isinstance(rv, int) else ExitCode.OK
-    except RecctlError as exc:
+    with signals.handled():
+        try:
+            rv = app(args=argv, prog_name="recctl", standalone_mode=False)
+        except BaseException as exc:
+            return _failed(exc, out)
+    if rv == ExitCode.INTERRUPTED:  # typer's answer to a KeyboardInterrupt (SIGINT) outside a query
+        out.error(_INTERRUPTED.format("SIGINT"))
+    return rv if isinstance(rv, int) else ExitCode.OK
+
+
+_INTERRUPTED = "interrupted by {}: unfinished work was rolled back, nothing partial was kept"
+
+
+def _failed(exc: BaseException, out: Output) -> int:
+    """The one place an exception becomes a message and an exit code."""
+    if isinstance(exc, typer.Exit):
+        return int(exc.exit_code)
+    if isinstance(exc, SystemExit):
+        return exc.code if isinstance(exc.code, int) else ExitCode.INTERNAL
+    signum = signals.interrupted_by(exc)
+    if signum is not None:  # SIGINT / SIGTERM, however deep it surfaced (inside DuckDB it is a RuntimeError)
         if _verbose:
-            traceback.print_exc()
+            traceback.print_exception(exc)
+        name = "SIGINT" if signum == 2 else "SIGTERM" if signum == 15 else f"signal {signum}"
+        out.error(_INTERRUPTED.format(name))
+        return 128 + signum
+    if isinstance(exc, RecctlError):
+        if _verbose:
+            traceback.print_exception(exc)
         out.error(exc.message, exc.hint)
         return int(exc.exit_code)
-    except typer.Exit as exc:
-        return int(exc.exit_code)
-    except ClickException as exc:  # bad command line: click prints usage and the problem
+    if isinstance(exc, ClickException):  # bad command line: click prints usage and the problem
         exc.show()
         return ExitCode.USAGE
-    except (typer.Abort, KeyboardInterrupt):
+    if isinstance(exc, typer.Abort):
         out.error("interrupted")
         return ExitCode.INTERRUPTED
-    except BrokenPipeError:
+    if isinstance(exc, BrokenPipeError):
         return ExitCode.OK
-    except Exception as exc:
-        if _verbose:
-            traceback.print_exc()
-        out.error(f"internal error: {type(exc).__name__}: {exc}", "run again with -v for the traceback")
-        return ExitCode.INTERNAL
+    if not isinstance(exc, Exception):
+        raise exc
+    if _verbose:
+        traceback.print_exception(exc)
+    out.error(f"internal error: {type(exc).__name__}: {exc}", "run again with -v for the traceback")
+    return ExitCode.INTERNAL
 
 
 def main() -> None:
