@@ -101,6 +101,14 @@ def test_a_file_that_is_not_duckdb_is_refused_and_left_alone(
     assert not Path(str(target) + ".lock").exists() and not Path(str(target) + ".wal").exists()
 
 
+def test_a_fifo_or_a_folder_as_the_warehouse(cli: CliRunner, tmp_path: Path) -> None:
+    fifo = tmp_path / "wh.duckdb"
+    os.mkfifo(fifo)  # reading its header would block: refused from its type
+    for args in (("status",), ("ingest", "events", small_csv(tmp_path / "e.csv", "a"))):
+        one_line_error(cli("--warehouse", fifo, *args), 2, "not a DuckDB warehouse", "not a regular file")
+        one_line_error(cli("--warehouse", tmp_path, *args), 2, "it is a folder")
+
+
 def test_unwritable_lock_folder_is_one_line_naming_the_lock_file(cli: CliRunner, tmp_path: Path) -> None:
     """A read-only mount (root ignores permission bits): the writer cannot create or lock
     <warehouse>.lock. Exit 2, not 75: waiting does not make the folder writable."""

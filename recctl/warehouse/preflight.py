@@ -47,6 +47,13 @@ def _looks_like(head: bytes) -> str:
 def check_location(path: Path, *, create: bool) -> None:
     """Refuse a warehouse path that cannot be a DuckDB warehouse (exit 2, one line); with ``create``,
     make its folder."""
+    try:
+        _check_location(path, create=create)
+    except OSError as exc:  # a folder on the way we may not search
+        raise WarehouseError(f"cannot use warehouse {path}: {exc.strerror or exc}") from exc
+
+
+def _check_location(path: Path, *, create: bool) -> None:
     blocker = _file_ancestor(path)
     if blocker is not None:
         raise WarehouseError(
@@ -57,6 +64,8 @@ def check_location(path: Path, *, create: bool) -> None:
         raise WarehouseError(
             f"cannot use warehouse {path}: it is a folder", hint="pass --warehouse FOLDER/NAME.duckdb"
         )
+    if path.exists() and not path.is_file():  # a FIFO or a device: reading its header would block
+        raise WarehouseError(f"not a DuckDB warehouse: {path} (not a regular file)")
     if path.exists():
         try:
             with path.open("rb") as fh:
