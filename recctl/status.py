@@ -6,7 +6,8 @@ from typing import Any
 
 from recctl.config import RecctlConfig
 from recctl.warehouse import Warehouse
-from recctl.warehouse.lock import lock_path_for, read_holder
+from recctl.warehouse.integrity import verify
+from recctl.warehouse.lock import holder_state, lock_path_for
 from recctl.warehouse.migrations import current_version
 
 
@@ -33,8 +34,8 @@ def warehouse_status(wh: Warehouse, cfg: RecctlConfig | None = None) -> dict[str
         "FROM ingest_files ORDER BY finished_at DESC LIMIT 10",
     )
     rejects_by_target = dict(_rows(wh, "SELECT target, count(*) FROM ingest_rejects GROUP BY 1"))
-    # a reader reports who is writing; a writer is that holder itself
-    holder = read_holder(lock_path_for(wh.path)) if wh.read_only else None
+    # a reader reports who is writing (a record left by a killed writer is stale); a writer is that holder
+    holder, stale = holder_state(lock_path_for(wh.path)) if wh.read_only else (None, None)
     return {
         "warehouse": str(wh.path),
         "size_mb": round(wh.path.stat().st_size / 1e6, 2),
@@ -84,6 +85,8 @@ def warehouse_status(wh: Warehouse, cfg: RecctlConfig | None = None) -> dict[str
             ],
         },
         "writer": holder,
+        "stale_lock": stale,
+        "verified_rows": verify(wh.con, wh.path),  # every data block read: a damaged one is exit 2
     } | ({} if cfg is None else _serving(wh, cfg))
 
 

@@ -7,10 +7,16 @@ retries for up to ``wait`` seconds and then exits 75 naming the writer. A writer
 holding the file (serving calls, each well under a second) retries its open for ``wait`` seconds, at least
 ``READER_GRACE``, then exits 75 too. ``writer_lock`` + ``reopen_writer`` let a long job hold the lock
 file while it reads through a read-only connection, so that readers keep being served until it writes.
+
+A damaged file never gets written to: before DuckDB opens it, ``preflight`` refuses a path that is not a
+DuckDB file and a WAL DuckDB would skip; a writer then reads every data block (``integrity.verify``)
+before its first write. Any DuckDB error inside the ``with`` body that says the file is damaged
+(``integrity.classify``) leaves as a WarehouseError (exit 2) with the recovery hint.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,8 +27,11 @@ import duckdb
 
 from recctl.config import RecctlConfig
 from recctl.errors import LockHeldError, WarehouseError
-from recctl.warehouse.lock import WarehouseLock, describe_holder, lock_path_for, read_holder
+from recctl.warehouse import preflight
+from recctl.warehouse.integrity import classify, verify
+from recctl.warehouse.lock import WarehouseLock, describe_holder, live_holder, lock_path_for
 from recctl.warehouse.migrations import LATEST, current_version, migrate
+from recctl.warehouse.settings import apply_settings
 
 
 @dataclass
@@ -32,13 +41,20 @@ class Warehouse:
     read_only: bool
 
 
-def _configure(con: duckdb.DuckDBPyConnection, cfg: RecctlConfig) -> None:
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute("SET enable_progress_bar = false")  # DuckDB's own bar would write to stdout
-    if cfg.warehouse.threads:
-        con.execute(f"SET threads = {int(cfg.warehouse.threads)}")
-    if cfg.warehouse.memory_limit:
-        con.execute("SET memory_limit = ?", [cfg.warehouse.memory_limit])
+def _duckdb_reason(exc: Exception) -> str:
+    return str(exc).split(": ", 1)[-1] if ": " in str(exc) else str(exc)
+
+
+@contextmanager
+def _classified(path: Path) -> Iterator[None]:
+    """DuckDB errors that say the file is damaged leave as WarehouseError (exit 2) with the hint."""
+    try:
+        yield
+    except duckdb.Error as exc:
+        err = classify(exc, path)
+        if err is None:
+            raise
+        raise err from exc
 
 
 READER_GRACE = 5.0  # seconds a writer retries while read-only readers have the file open
@@ -54,6 +70,7 @@ def open_writer(cfg: RecctlConfig, command: str, *, wait: float | None = None) -
 @contextmanager
 def writer_lock(cfg: RecctlConfig, command: str, *, wait: float | None = None) -> Iterator[None]:
     """Hold the writer lock file (no connection): other writers queue or exit 75."""
+    preflight.check_location(cfg.warehouse.path, create=True)  # no lock file next to a CSV
     with WarehouseLock(cfg.warehouse.path, command) as lock:
         lock.acquire(cfg.warehouse.lock_wait if wait is None else wait)
         yield
@@ -69,7 +86,8 @@ def reopen_writer(
     then exit 75.
     """
     path = cfg.warehouse.path
-    path.parent.mkdir(parents=True, exist_ok=True)
+    preflight.check_location(path, create=True)
+    preflight.check_wal(path)  # before DuckDB opens it: a writer would truncate a skipped WAL
     con = _connect(
         path,
         read_only=False,
@@ -80,9 +98,11 @@ def reopen_writer(
         ),
     )
     try:
-        _configure(con, cfg)
-        migrate(con)
-        yield Warehouse(con, path, read_only=False)
+        with _classified(path):
+            apply_settings(con, cfg)
+            verify(con, path)  # every data block, before the first write
+            migrate(con)
+            yield Warehouse(con, path, read_only=False)
     finally:
         con.close()
 
@@ -95,46 +115,79 @@ def _connect(
     deadline = time.monotonic() + wait
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower():
-                raise WarehouseError(f"cannot open warehouse {path}: {exc}") from exc
+            con = duckdb.connect(str(path), read_only=read_only)
+        except duckdb.Error as exc:
+            err = classify(exc, path)
+            if err is not None:
+                raise err from exc
+            if not isinstance(exc, duckdb.IOException) or not _LOCK_CONFLICT.search(str(exc)):
+                raise WarehouseError(f"cannot open warehouse {path}: {_duckdb_reason(exc)}") from exc
             if time.monotonic() >= deadline:
                 raise refused(exc) from None
             time.sleep(0.1)
+            continue
+        try:  # DuckDB opens some existing non-DuckDB files as an in-memory database: never write there
+            (db_path,) = con.execute(
+                "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+            ).fetchone() or (None,)
+        except duckdb.Error:
+            db_path = None
+        if db_path is None:
+            con.close()
+            raise WarehouseError(
+                f"not a DuckDB warehouse: {path} (DuckDB opened it as an in-memory database)"
+            )
+        return con
+
+
+_LOCK_CONFLICT = re.compile(r"could not set lock|conflicting lock", re.IGNORECASE)
 
 
 def _conflict(exc: Exception) -> str:
     """DuckDB's lock message without its advice about the CLI."""
-    return str(exc).split(". However,", 1)[0].removeprefix("IO Error: ")
+    text = str(exc).split(". However,", 1)[0].split(". See also", 1)[0]
+    return text.removeprefix("IO Error: ")
 
 
 @contextmanager
 def open_reader(cfg: RecctlConfig, *, wait: float = 0.0) -> Iterator[Warehouse]:
     """Open read-only. Never takes the writer lock."""
     path = cfg.warehouse.path
+    preflight.check_location(path, create=False)
     if not path.exists():
         raise WarehouseError(f"no warehouse at {path}", hint="run `recctl init` or `recctl ingest` first")
-    con = _connect(
-        path,
-        read_only=True,
-        wait=wait,
-        refused=lambda _: LockHeldError(
-            f"the warehouse is being written by {describe_holder(read_holder(lock_path_for(path)))}; "
-            "read-only opens wait for it to finish",
-            hint="retry later, or pass --wait SECONDS",
-        ),
-    )
+    con = _connect(path, read_only=True, wait=wait, refused=lambda exc: _being_written(path, exc))
     try:
-        _configure(con, cfg)
-        version = current_version(con)
-        if version > LATEST:
-            raise WarehouseError(f"the warehouse has schema version {version}; this recctl knows {LATEST}")
-        if version < LATEST:
-            raise WarehouseError(
-                f"the warehouse has schema version {version}; this recctl needs {LATEST}",
-                hint="run `recctl init` to migrate it",
-            )
-        yield Warehouse(con, path, read_only=True)
+        with _classified(path):
+            _reader_setup(con, cfg, path)
+            yield Warehouse(con, path, read_only=True)
     finally:
         con.close()
+
+
+def _being_written(path: Path, exc: Exception) -> LockHeldError:
+    """Who has the file open read-write: the lock file's holder while it is alive, else DuckDB's word."""
+    holder = live_holder(lock_path_for(path))
+    if holder:
+        who = describe_holder(holder)
+    else:  # no live recctl writer (a killed one leaves its record): whoever DuckDB names
+        m = re.search(r"held in (.+?) \(PID (\d+)\)", str(exc))
+        who = f"pid {m.group(2)} ({m.group(1)}, without the recctl lock)" if m else "another process"
+    return LockHeldError(
+        f"the warehouse is being written by {who}; read-only opens wait for it to finish",
+        hint="retry later, or pass --wait SECONDS",
+    )
+
+
+def _reader_setup(con: duckdb.DuckDBPyConnection, cfg: RecctlConfig, path: Path) -> None:
+    # DuckDB has replayed the WAL (in memory) and holds its lock: no writer can be changing the WAL now
+    preflight.check_wal(path)
+    apply_settings(con, cfg)
+    version = current_version(con)
+    if version > LATEST:
+        raise WarehouseError(f"the warehouse has schema version {version}; this recctl knows {LATEST}")
+    if version < LATEST:
+        raise WarehouseError(
+            f"the warehouse has schema version {version}; this recctl needs {LATEST}",
+            hint="run `recctl init` to migrate it",
+        )

@@ -2,7 +2,8 @@
 
 The kernel drops the lock when the holder exits, even on ``kill -9``, so a crashed job never leaves a
 stale lock behind. The file holds the holder's pid, command and start time so that the next job can
-say who it is waiting for. Readers never touch this file.
+say who it is waiting for; a killed holder leaves that record behind, so ``live_holder`` believes it
+only while the flock is actually held. Readers never lock this file.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from recctl.errors import LockHeldError
+from recctl.errors import LockHeldError, WarehouseError
 
 
 def lock_path_for(db_path: Path) -> Path:
@@ -34,6 +35,60 @@ def read_holder(lock_path: Path) -> dict[str, Any] | None:
         return None
 
 
+def _flock_held(lock_path: Path) -> bool | None:
+    """Whether any process holds a ``flock`` on ``lock_path``, from Linux's ``/proc/locks`` (a query: it
+    takes no lock, so it never makes a starting writer fail); None where that table does not exist.
+
+    Matched on the inode number alone (the device numbers of overlay file systems differ between
+    ``stat`` and the table): a match on another file with the same inode only keeps a stale record.
+    """
+    try:
+        inode = os.stat(lock_path).st_ino
+        table = Path("/proc/locks").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    for line in table.splitlines():
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 15980 fe:00:2146656 0 EOF" (blocked waiters have "->" after the number)
+        if "FLOCK" not in fields or "->" in fields:  # "->": a process waiting for the lock, not holding it
+            continue
+        at = fields.index("FLOCK") + 4
+        if at < len(fields) and fields[at].rsplit(":", 1)[-1] == str(inode):
+            return True
+    return False
+
+
+def _pid_running(holder: dict[str, Any]) -> bool | None:
+    """Whether the holder's pid runs, when it ran on this host; None when that cannot be known."""
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or holder.get("host") != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def holder_state(lock_path: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """``(live holder, stale record)``: the lock file's record is live while its flock is held (and its pid
+    runs, on this host); a record left by a killed holder is returned as stale. Both None: no writer."""
+    holder = read_holder(lock_path)
+    if not holder:
+        return None, None
+    held = _flock_held(lock_path)
+    running = _pid_running(holder)
+    if held is False or running is False:
+        return None, holder
+    return holder, None
+
+
+def live_holder(lock_path: Path) -> dict[str, Any] | None:
+    return holder_state(lock_path)[0]
+
+
 def describe_holder(holder: dict[str, Any] | None) -> str:
     if not holder:
         return "another process"
@@ -47,8 +102,14 @@ class WarehouseLock:
         self._fd: int | None = None
 
     def acquire(self, wait: float = 0.0) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:  # a read-only mount, a folder we may not write, a file in the way
+            raise WarehouseError(
+                f"cannot open the writer lock file {self.path}: {exc.strerror or exc}",
+                hint="writers need a writable folder for the warehouse and its .lock file; readers do not",
+            ) from exc
         deadline = time.monotonic() + wait
         delay = 0.05
         while True:
