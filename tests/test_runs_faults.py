@@ -157,6 +157,22 @@ def test_a_damaged_file_in_a_run_is_one_clear_line(
         assert f"run {run.name} is broken" in listed.stderr and rows[run.name]["promoted"]
 
 
+def test_a_file_altered_in_place_is_caught_by_the_manifest(cli: CliRunner, project: Path) -> None:
+    """One digit of a leaf value changed (same size, still a valid model): only the checksum tells."""
+    run = promoted_run(project)
+    path = run / "models" / "ranked" / "ranker.txt"
+    text = path.read_text()
+    at = text.index("leaf_value=") + len("leaf_value=") + 3
+    path.write_text(text[:at] + ("1" if text[at] != "1" else "2") + text[at + 1 :])
+    got = surfaces(cli, project)
+    one_clear_line(got["live"], run.name, "models/ranked/ranker.txt")
+    assert "SHA-256" in got["live"].stderr
+    assert got["new"].code == 0 and got["item"].code == 0 and got["store"].code == 0
+    one_clear_line(
+        cli("--config", project / "project.toml", "runs", "promote", run.name), run.name, "ranker.txt"
+    )
+
+
 def test_a_run_without_meta_is_listed_broken_and_named(cli: CliRunner, project: Path) -> None:
     run = promoted_run(project)
     (run / "meta.json").unlink()
