@@ -5,14 +5,21 @@ With ``[ranker] enabled`` (the default) the run holds one model, the two-stage p
 the end of the data, and every generator under ``generators/``); with ``--no-ranker`` each generator is
 saved on its own under ``models/<name>/``.
 
-The run is built in a temporary folder and moved into ``runs/<run_id>/`` only when complete; with a gate,
+The run is built in a staging folder and moved into ``runs/<run_id>/`` only when complete; with a gate,
 it is promoted only if it evaluates at least as well as the promoted run (within the tolerance). Any
-failure leaves the promoted run live.
+failure (an interrupt included) leaves the promoted run live and removes the staging folder; those of
+killed trains are removed by the next train (``runs.sweep_staging``).
+
+``train`` (the command) holds the writer lock for the whole fit, so other writers queue, but reads the
+events and items through read-only connections, so serving goes on meanwhile; the only write, the
+eval_runs rows of a ``--gate`` evaluation, is one short read-write transaction at the end.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,16 +27,56 @@ from recctl import __version__, runs
 from recctl.candidates.base import CandidateGenerator, build
 from recctl.config import RecctlConfig
 from recctl.data import load_interactions, load_items
-from recctl.errors import DataError, GateFailedError
+from recctl.errors import DataError, GateFailedError, WarehouseError
 from recctl.evaluate.service import run_evaluate
 from recctl.seeds import derive_seed
 from recctl.warehouse import Warehouse
+
+Opener = Callable[[], AbstractContextManager[Warehouse]]
+
+
+def train(
+    cfg: RecctlConfig, *, gate: bool = False, names: list[str] | None = None, ranker: bool = True,
+    wait: float | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """`recctl train`: the staging folders of killed trains are removed first; then, under the writer
+    lock, read through read-only connections (serving goes on) and open read-write only for the short
+    write at the end (the --gate evaluation's eval_runs rows), and at the start only when the warehouse
+    must be created or migrated. ``removed_staging`` lists the staging folders removed."""
+    from recctl.warehouse import open_reader, reopen_writer, writer_lock
+
+    removed = runs.sweep_staging(cfg.runs_dir)
+    read_wait = cfg.warehouse.lock_wait if wait is None else wait
+    with writer_lock(cfg, "train", wait=wait):
+        try:
+            with open_reader(cfg, wait=read_wait):
+                pass
+        except WarehouseError:  # no warehouse yet, or pending migrations: readers refuse an old schema
+            with reopen_writer(cfg, wait=wait):
+                pass  # (or the writer's own error: a newer schema, a damaged file)
+        result = _train(
+            cfg, lambda: open_reader(cfg, wait=read_wait), lambda: reopen_writer(cfg, wait=wait),
+            gate=gate, names=names, ranker=ranker,
+        )  # fmt: skip
+    return {**result, "removed_staging": removed}
 
 
 def run_train(
     wh: Warehouse, cfg: RecctlConfig, *, gate: bool = False, names: list[str] | None = None,
     ranker: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
+    """Train on an open warehouse ``wh`` (the demo's writer): reads and writes go through it."""
+    runs.sweep_staging(cfg.runs_dir)
+    return _train(
+        cfg, lambda: nullcontext(wh), lambda: nullcontext(wh), gate=gate, names=names, ranker=ranker
+    )
+
+
+def _train(
+    cfg: RecctlConfig, reading: Opener, writing: Opener, *, gate: bool, names: list[str] | None,
+    ranker: bool,
+) -> dict[str, Any]:  # fmt: skip
+    """Fit and save a run, reading the warehouse through ``reading()`` and writing through ``writing()``."""
     from recctl.ranking import pipeline_spec
 
     specs = [s for s in cfg.candidates if not names or s.name in names]
@@ -40,8 +87,9 @@ def run_train(
     if not ranker:
         cfg = cfg.model_copy(update={"ranker": cfg.ranker.model_copy(update={"enabled": False})})
     pipe = pipeline_spec(cfg, None, specs)
-    events = load_interactions(wh.con)
-    catalog = load_items(wh.con)
+    with reading() as wh:
+        events = load_interactions(wh.con)
+        catalog = load_items(wh.con)
     if events.height == 0:
         raise DataError(
             "the warehouse has no item events to train on", hint="run `recctl ingest events` first"
@@ -99,9 +147,14 @@ def run_train(
         gate_result = None
         if gate:
             judged = pipe or specs[0]
-            result, gate_result = run_evaluate(wh, cfg, gate=True, models=[judged.name], candidates=specs)
+            with reading() as wh:  # a read-only one does not store the rows: they are written below
+                result, gate_result = run_evaluate(wh, cfg, gate=True, models=[judged.name], candidates=specs)
+            if "eval_id" not in result:
+                with writing() as wh:
+                    result["eval_id"] = _store_evaluation(wh, result)
             meta["evaluation"] = {
                 "model": judged.name,
+                "eval_id": result["eval_id"],
                 "metrics": result["models"][judged.name]["metrics"],
                 "gate": result["gate"],
             }
@@ -114,3 +167,17 @@ def run_train(
         raise GateFailedError(f"run {run_id} not promoted: {gate_result.reason}")
     runs.promote(cfg.runs_dir, run_id)
     return {"run_id": run_id, "path": str(path), "promoted": True, **meta}
+
+
+def _store_evaluation(wh: Warehouse, result: dict[str, Any]) -> str:
+    """The evaluation's eval_runs rows, in one transaction."""
+    from recctl.evaluate.service import store
+
+    wh.con.execute("BEGIN TRANSACTION")
+    try:
+        eval_id = store(wh.con, result)
+        wh.con.execute("COMMIT")
+    except BaseException:
+        wh.con.execute("ROLLBACK")
+        raise
+    return eval_id

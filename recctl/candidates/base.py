@@ -89,27 +89,37 @@ def build(kind: str, name: str, params: dict[str, Any]) -> CandidateGenerator:
 
 
 def load_generator(kind: str, path: Path, name: str, params: dict[str, Any]) -> CandidateGenerator:
-    """A generator of ``kind`` saved in ``path`` (by its ``save``)."""
+    """A generator of ``kind`` saved in ``path`` (by its ``save``).
+
+    Whatever a damaged or foreign save makes the reader raise (garbage JSON, a truncated parquet, a torch
+    file holding more than tensors, …) becomes one NotTrainedError naming the run and the file. A folder
+    with a pickle file in it is refused before anything is read.
+    """
     _load_builtin()
     if kind not in _REGISTRY:
         raise ConfigError(f"unknown candidate kind {kind!r}; known: {', '.join(sorted(_REGISTRY))}")
+    from recctl.errors import RecctlError
+    from recctl.run_files import refuse_pickles, run_root
+
+    refuse_pickles(run_root(path) or path, path)
     try:
         gen: CandidateGenerator = _REGISTRY[kind].load(path, name, params)
-    except (FileNotFoundError, ValidationError) as exc:
+    except (RecctlError, MemoryError):
+        raise
+    except Exception as exc:  # a reader's error on data it did not write: say which file
         raise unloadable(name, path, exc) from exc
     return gen
 
 
-def unloadable(name: str, path: Path, exc: Exception) -> NotTrainedError:
-    """The error for a saved model that cannot be read back.
+def unloadable(name: str, path: Path, exc: BaseException) -> NotTrainedError:
+    """The error for a saved model that cannot be read back (``recctl.run_files.unloadable``).
 
-    A run saved by an older recctl (or cut short by hand) lacks a file or has old params: say so instead of
-    a traceback, and tell how to get a usable run.
+    A run saved by an older recctl, cut short by hand or damaged lacks a file, has old params or a file
+    that does not parse: say which, instead of a traceback, and tell how to get a usable run.
     """
-    return NotTrainedError(
-        f"the saved model {name!r} in {path} cannot be loaded ({type(exc).__name__}: {exc})",
-        hint="the run is incomplete or was saved by another recctl version; run `recctl train` again",
-    )
+    from recctl.run_files import unloadable as describe
+
+    return describe(name, path, exc)
 
 
 def _load_builtin() -> None:

@@ -92,6 +92,12 @@ def render_evaluation(result: dict[str, Any], c: Console) -> None:
         c.print(("[green]" if result["gate"]["passed"] else "[bold red]") + result["gate"]["reason"] + "[/]")
 
 
+def _removed(state: State, names: list[str]) -> None:
+    if names:
+        state.out.info(f"removed {len(names)} staging folder(s) of trains that are no longer running: "
+                       + ", ".join(names))  # fmt: skip
+
+
 def render_run(meta: dict[str, Any], c: Console, top: int = 20) -> None:
     """meta.json as JSON, then each ranker's most important features as a table."""
     from rich.table import Table
@@ -212,17 +218,17 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Fit the candidate generators and the LightGBM ranker on all events into runs/<id>/ and promote it.
 
-        The run folder holds the resolved config, meta.json and the fitted models as plain data. It is moved
-        into place only when complete; a failure (or a failed --gate, exit 3) leaves the promoted run live.
+        The run folder holds the resolved config, meta.json, the fitted models as plain data and a manifest
+        of their checksums. It is moved into place only when complete; a failure (or a failed --gate, exit 3)
+        leaves the promoted run live. Train holds the writer lock but reads read-only: serving goes on.
         """
-        from recctl.train import run_train
-        from recctl.warehouse import open_writer
+        from recctl.train import train
 
         state: State = ctx.obj
         cfg = state.config
         names = [c.strip() for c in candidates.split(",")] if candidates else None
-        with open_writer(cfg, "train", wait=wait) as wh:
-            result = run_train(wh, cfg, gate=gate, names=names, ranker=not no_ranker)
+        result = train(cfg, gate=gate, names=names, ranker=not no_ranker, wait=wait)
+        _removed(state, result.pop("removed_staging"))
         state.out.emit(result, lambda c: c.print(f"trained and promoted run [bold]{result['run_id']}[/]: "
                                                   f"{', '.join(result['models'])}"))  # fmt: skip
 
@@ -231,10 +237,12 @@ def register(app: typer.Typer) -> None:
 
     @runs_app.command("list")
     def runs_list(ctx: typer.Context) -> None:
-        """All runs in runs_dir, oldest first, with the promoted one marked."""
-        from recctl.runs import list_runs
+        """All runs in runs_dir, oldest first, with the promoted one marked; a damaged run is listed as
+        broken with its problem. Staging folders left by killed trains are removed."""
+        from recctl.runs import list_runs, sweep_staging
 
         state: State = ctx.obj
+        _removed(state, sweep_staging(state.config.runs_dir))
         rows = list_runs(state.config.runs_dir)
 
         def render(c: Console) -> None:
@@ -244,11 +252,14 @@ def register(app: typer.Typer) -> None:
             for col in ("run", "created", "status", "models", "promoted"):
                 t.add_column(col)
             for r in rows:
-                t.add_row(r["run_id"], r["created_at"], r.get("status", ""), ", ".join(r.get("models", {})),
+                t.add_row(r["run_id"], r["created_at"] or "", r.get("status", ""), ", ".join(r.get("models", {})),
                           "✓" if r["promoted"] else "")  # fmt: skip
             c.print(t)
 
         state.out.emit(rows, render)
+        for r in rows:
+            if r.get("problem"):
+                state.out.warn(f"run {r['run_id']} is broken: {r['problem']}")
 
     @runs_app.command("show")
     def runs_show(ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="run id")]) -> None:

@@ -67,9 +67,17 @@ def _gate(
         )
         ref_name = "popular-recent (no promoted run)"
     else:
-        conf = RecctlConfig.model_validate(
-            json.loads((runs.run_path(cfg.runs_dir, current) / "config.json").read_text())
-        )
+        from pydantic import ValidationError
+
+        path = runs.run_path(cfg.runs_dir, current)
+        try:
+            conf = RecctlConfig.model_validate(runs.read_config(path))
+        except ValidationError as exc:  # saved by another recctl version, or edited
+            from recctl.run_files import damaged
+
+            err = exc.errors()[0]
+            why = f"{'.'.join(map(str, err['loc']))}: {err['msg']}"
+            raise damaged(path, "config.json", f"is not a configuration of this recctl ({why})") from exc
         ref_spec = pipeline_spec(conf, opts.protocol, filter_seen=opts.filter_seen) or conf.candidates[0]
         ref_name = f"promoted run {current} ({ref_spec.name})"
     if ref_spec.name in result["models"] and current is None:

@@ -282,13 +282,18 @@ class Pipeline:
 
     @classmethod
     def load(cls, path: Path, name: str, params: dict[str, Any]) -> Self:
-        from pydantic import ValidationError
-
+        """The pipeline ``save`` wrote; a damaged or missing file is one NotTrainedError naming the run and
+        the file (``recctl.run_files.unloadable``), a generator's own error passes as it is."""
         from recctl.candidates.base import unloadable
+        from recctl.errors import RecctlError
+        from recctl.run_files import refuse_pickles, run_root
 
+        refuse_pickles(run_root(path) or path, path)
         try:
             return cls._load(path, name, params)
-        except (FileNotFoundError, ValidationError) as exc:
+        except (RecctlError, MemoryError):
+            raise
+        except Exception as exc:  # a reader's error on data it did not write: say which file
             raise unloadable(name, path, exc) from exc
 
     @classmethod
@@ -298,7 +303,9 @@ class Pipeline:
         PipelineParams.model_validate(params)
         pipe = cls(name, PipelineParams.model_validate_json((path / "params.json").read_text()))
         pipe.info = json.loads((path / "training.json").read_text())
-        if (path / "ranker.txt").exists():
+        if (path / "ranker.txt").exists() or (
+            path / "ranker.json"
+        ).exists():  # one without the other: BadFile
             pipe.ranker = TrainedRanker.load(path)
         if (path / "rules.json").exists() and pipe.params.rules is not None:
             from recctl.config import RulesConfig
@@ -325,7 +332,7 @@ class Pipeline:
                     v = meta[f.name]
                     values[f.name] = datetime.fromisoformat(v) if f.name == "as_of" else v
                 elif f.default is dataclasses.MISSING:
-                    raise FileNotFoundError(f"no {fdir / f.name}.parquet")
+                    raise FileNotFoundError(2, "No such file or directory", str(fdir / f"{f.name}.parquet"))
             pipe.features = FeatureSet(**values)
         return pipe
 

@@ -70,11 +70,32 @@ class TrainedRanker:
 
     @classmethod
     def load(cls, path: Path) -> TrainedRanker:
+        """The ranker ``save`` wrote; ``BadFile`` naming ranker.json or ranker.txt when either is damaged
+        (the text model is checked before LightGBM parses it: a truncated one crashed the process)."""
         import lightgbm as lgb
 
-        meta = json.loads((path / "ranker.json").read_text())
-        booster = lgb.Booster(model_file=str(path / "ranker.txt"))
-        return cls(booster, meta["features"], 0, meta["valid_ndcg"], meta["importances"])
+        from recctl.ranking.model_text import check_model_text
+        from recctl.run_files import BadFile, load_json
+
+        info = path / "ranker.json"
+        meta = load_json(info)
+        features, importances = meta.get("features"), meta.get("importances", {})
+        if not (isinstance(features, list) and all(isinstance(f, str) for f in features)):
+            raise BadFile(info, "has no feature list")
+        if not isinstance(importances, dict):
+            raise BadFile(info, "has no valid importances")
+        valid = meta.get("valid_ndcg")
+        text = path / "ranker.txt"
+        check_model_text(text)  # LightGBM crashes on a truncated or damaged one
+        try:
+            booster = lgb.Booster(model_file=str(text))
+        except lgb.basic.LightGBMError as exc:
+            raise BadFile(text, f"is not a LightGBM model ({str(exc).strip()[:120]})") from exc
+        if booster.num_feature() != len(features):
+            raise BadFile(
+                info, f"lists {len(features)} features, the model in ranker.txt {booster.num_feature()}"
+            )
+        return cls(booster, features, 0, valid if isinstance(valid, float) else None, importances)
 
 
 def _groups(frame: pl.DataFrame) -> np.ndarray:

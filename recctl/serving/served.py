@@ -1,21 +1,22 @@
 """The promoted run as serving sees it: its config and meta at once, its models only when asked.
 
-``promoted(runs_dir)`` reads ``runs/PROMOTED`` and the run's meta.json (cheap: the online-store path of
-``recommend --user`` needs nothing more). ``Served.pipeline()`` loads the ranking pipeline with all its
+``promoted(runs_dir)`` reads ``runs/PROMOTED`` and the run's meta.json and config.json (cheap: the
+online-store path of ``recommend --user`` needs nothing more; a run holding a pickle file is refused). ``Served.pipeline()`` loads the ranking pipeline with all its
 generators; ``Served.generator(name)`` loads one generator alone (``recommend --item`` needs only the
 co-occurrence or similarity ones). Loaded runs are cached per process, keyed by run id, so a long-lived
-caller (or the in-process latency benchmark) pays the loading once.
+caller (or the in-process latency benchmark) pays the loading once. Before a model folder is loaded its
+files are checked against the run's manifest (``recctl.run_files.verify``): a damaged file is a
+NotTrainedError naming the run and the file, and only the paths that read that folder fail.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recctl import runs
+from recctl import run_files, runs
 from recctl.errors import ConfigError, NotTrainedError
 
 if TYPE_CHECKING:
@@ -86,7 +87,8 @@ class Served:
             from recctl.ranking.pipeline import Pipeline
 
             folder = self.path / "models" / name
-            params = json.loads((folder / "params.json").read_text(encoding="utf-8"))
+            run_files.verify(self.path, folder)  # every file the pipeline reads, before any parser sees it
+            params = run_files.read_object(folder / "params.json", self.path)
             self._pipeline = Pipeline.load(folder, name, params)
             self._generators.update(self._pipeline.generators)
         return self._pipeline
@@ -102,7 +104,11 @@ class Served:
                 self.path / "models" / pipe / "generators" / name if pipe else self.path / "models" / name
             )
             if not folder.exists():
-                raise NotTrainedError(f"the promoted run {self.run_id} has no saved model {name!r}")
+                raise NotTrainedError(f"the promoted run {self.run_id} has no saved model {name!r}",
+                                      hint=run_files.HINT)  # fmt: skip
+            run_files.verify(
+                self.path, folder
+            )  # this generator's files only: a damaged other one is not read
             self._generators[name] = load_generator(kind, folder, name, params)
         return self._generators[name]
 
@@ -152,9 +158,10 @@ def promoted(runs_dir: Path) -> Served:
     key = (str(runs_dir.resolve()), run_id)
     if key not in _CACHE:
         path = runs.run_path(runs_dir, run_id)
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        config, meta = runs.read_config(path), runs.read_meta(path)
+        run_files.refuse_pickles(path)  # a run never holds one: a pickle in it means it was tampered with
         _CACHE.clear()  # one promoted run at a time: a promotion frees the old one's models
-        _CACHE[key] = Served(run_id, path, config, runs.read_meta(path))
+        _CACHE[key] = Served(run_id, path, config, meta)
     return _CACHE[key]
 
 
