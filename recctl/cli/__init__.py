@@ -117,6 +117,10 @@ def _failed(exc: BaseException, out: Output) -> int:
         name = "SIGINT" if signum == 2 else "SIGTERM" if signum == 15 else f"signal {signum}"
         out.error(_INTERRUPTED.format(name))
         return 128 + signum
+    if isinstance(exc, Exception) and not isinstance(exc, RecctlError):
+        from recctl.warehouse.integrity import classify
+
+        exc = classify(exc) or exc  # a damaged warehouse surfacing deep in a later query: exit 2
     if isinstance(exc, RecctlError):
         if _verbose:
             traceback.print_exception(exc)

@@ -44,7 +44,9 @@ def _render_status(s: dict[str, Any], c: Console) -> None:
         )
         t.add_row("online store", store)
     w = s["writer"]
-    t.add_row("writer", f"pid {w['pid']} ({w['command']}) since {w['started_at']}" if w else "none")
+    stale = s.get("stale_lock")
+    none = f"none (stale lock record of pid {stale.get('pid')}, not running)" if stale else "none"
+    t.add_row("writer", f"pid {w['pid']} ({w['command']}) since {w['started_at']}" if w else none)
     c.print(t)
 
 
