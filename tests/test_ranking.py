@@ -224,3 +224,23 @@ def test_rules_apply_after_ranking_and_explain() -> None:
     assert "rules" not in plain.columns
     # u0 bought c: excluded by the default exclude_bought
     assert "c" not in recs.filter(pl.col("user_id") == "u0")["item_id"].to_list()
+
+
+def test_lightgbms_messages_never_reach_stdout() -> None:
+    """LightGBM prints its native warnings on stdout, which carries the --json document: routed to stderr."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from recctl.ranking.ranker import lightgbm\n"
+        "lgb = lightgbm()\n"
+        "X, y = np.zeros((50, 3)), np.zeros(50)\n"
+        "lgb.train({'objective': 'regression', 'min_data_in_leaf': 100}, lgb.Dataset(X, y), 2)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert "lightgbm: [Warning] There are no meaningful features" in done.stderr

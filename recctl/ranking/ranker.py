@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,7 @@ class TrainedRanker:
     def load(cls, path: Path) -> TrainedRanker:
         """The ranker ``save`` wrote; ``BadFile`` naming ranker.json or ranker.txt when either is damaged
         (the text model is checked before LightGBM parses it: a truncated one crashed the process)."""
-        import lightgbm as lgb
+        lgb = lightgbm()
 
         from recctl.ranking.model_text import check_model_text
         from recctl.run_files import BadFile, load_json
@@ -98,6 +99,26 @@ class TrainedRanker:
         return cls(booster, features, 0, valid if isinstance(valid, float) else None, importances)
 
 
+class _StderrLog:
+    """LightGBM's messages: its warnings to stderr (by default it prints them on stdout, which carries
+    the ``--json`` document), its progress lines nowhere. Native messages all arrive as ``info``."""
+
+    def info(self, msg: str) -> None:
+        if "[Info]" not in msg and "[Debug]" not in msg:
+            self.warning(msg.replace("[LightGBM] ", ""))
+
+    def warning(self, msg: str) -> None:
+        sys.stderr.write(f"lightgbm: {msg.strip()}\n")
+
+
+def lightgbm() -> Any:
+    """The lightgbm module (imported lazily), its log routed to stderr."""
+    import lightgbm as lgb
+
+    lgb.register_logger(_StderrLog())
+    return lgb
+
+
 def _groups(frame: pl.DataFrame) -> np.ndarray:
     """Group sizes of a frame sorted by user (LightGBM wants contiguous groups)."""
     sizes = frame.group_by("user_id", maintain_order=True).len()["len"].to_numpy()
@@ -108,7 +129,7 @@ def train_ranker(
     train: pl.DataFrame, valid: pl.DataFrame | None, features: list[str], params: LGBMParams, seed: int
 ) -> TrainedRanker:
     """Fit LambdaRank on ``train`` (rows sorted by user, a ``label`` column), early-stopped on ``valid``."""
-    import lightgbm as lgb
+    lgb = lightgbm()
 
     model = lgb.LGBMRanker(
         objective="lambdarank",
