@@ -66,6 +66,11 @@ class IngestConfig(Strict):
     extra_event_types: list[str] = Field(default_factory=list)
     future_tolerance: str = "1d"
     min_timestamp: datetime = datetime(1970, 1, 2)
+    allow_file_functions: bool = Field(
+        False,
+        description="let mapping expressions call table functions (read_csv, read_text, glob, ...), "
+        "scalar functions that reach outside the row and subqueries: for trusted mappings only",
+    )
 
     @field_validator("future_tolerance")
     @classmethod
