@@ -297,6 +297,33 @@ def test_cr_only_line_endings_are_read(cli: CliRunner, wh: Path, tmp_path: Path)
     assert query(wh, "SELECT line, reason FROM ingest_rejects") == [(5, "unparseable ts: 'x'")]
 
 
+def test_mixed_line_endings_are_refused_but_line_breaks_in_quoted_values_load(
+    cli: CliRunner, wh: Path, tmp_path: Path
+) -> None:
+    """DuckDB reads one line ending per file: rows ending otherwise ran together into one reject."""
+    q = '"2024-05-01T10:00:00Z","u1","p{}","view"'
+    mixed = write(tmp_path / "mixed.csv", '"ts","user_id","item_id","event_type"\n' + q.format(1) + "\n"
+                  + q.format(2) + "\r" + q.format(3) + "\n")  # fmt: skip
+    r = run(cli, wh, "events", mixed)
+    assert r.code == 65 and "mixed line endings" in r.stderr and "line 3" in r.stderr
+    stray = write(
+        tmp_path / "stray.csv",
+        "ts,user_id,item_id,event_type\n2024-05-01T10:00:00Z,u1,p1,view\r2024-05-01T10:00:00Z,u1,p2,view\n",
+    )
+    r = run(cli, wh, "events", stray)
+    assert r.code == 65 and "mixes line endings" in r.stderr
+    excel = write(  # CRLF rows, LF inside a quoted value, a rejected row holding one: all as written
+        tmp_path / "excel.csv",
+        'ts,user_id,item_id,event_type,query\r\n2024-05-01T10:00:00Z,u1,p1,view,"two\nlines"\r\n'
+        '2024-05-01T10:00:00Z,u1,p2,view,"a\nb",extra\r\n2024-05-01T10:00:00Z,u1,p3,view,x\r\n',
+    )
+    r = run(cli, wh, "events", excel)
+    assert r.code == 0 and reconciled(r.json), r.stderr
+    f = r.json["files"][0]
+    assert (f["rows_read"], f["rows_loaded"], f["rows_rejected"]) == (3, 2, 1)
+    assert query(wh, "SELECT query FROM events WHERE item_id = 'p1'") == [("two\nlines",)]
+
+
 def test_unreadable_file_is_a_failed_row_and_the_batch_goes_on(
     cli: CliRunner, wh: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

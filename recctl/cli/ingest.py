@@ -14,6 +14,7 @@ from recctl.schema import FORMATS
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from recctl.console import Output
     from recctl.ingest import FileResult, IngestReport
 
 TABLE_HELP = "events | items | users"
@@ -52,6 +53,13 @@ def render_report(report: IngestReport, console: Console) -> None:
             "  rejected rows are in the ingest_rejects table (file, line, raw, reason): "
             "`recctl status` counts them"
         )
+
+
+def _warn(out: Output, message: str) -> None:
+    """One warning line on stderr, never wrapped (a log line per file)."""
+    from rich.markup import escape
+
+    out.err.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -107,12 +115,12 @@ def register(app: typer.Typer) -> None:
             report = ingest(wh, cfg, table, files, mapping=m, fmt=fmt, force=force, on_file=on_file)
         out.emit(report.as_dict(), lambda c: render_report(report, c))
         # what a person must know is on stderr whatever the output mode (the table shows it to a terminal)
-        if not out.people:
+        if not out.people and not out.quiet:
             for f in report.files:
                 for w in f.warnings:
-                    out.warn(f"{Path(f.path).name}: {w}")
+                    _warn(out, f"{Path(f.path).name}: {w}")
             for f in report.failed[1:]:
-                out.warn(f"failed: {f.message}")
+                _warn(out, f"failed: {f.message}")
         if report.failed:
             first = report.failed[0]
             more = f" (and {len(report.failed) - 1} more files)" if len(report.failed) > 1 else ""

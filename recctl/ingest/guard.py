@@ -41,12 +41,20 @@ class Verdict:
     why: str = ""
 
 
+_TABLE_FUNCTIONS: frozenset[str] | None = None
+
+
 def _table_functions(con: duckdb.DuckDBPyConnection) -> frozenset[str]:
-    rows = con.execute(
-        "SELECT DISTINCT lower(function_name) FROM duckdb_functions() "
-        "WHERE function_type IN ('table', 'table_macro', 'pragma')"
-    ).fetchall()
-    return frozenset(str(r[0]) for r in rows)
+    """Every table function DuckDB has (asked once per process: they reach a mapping expression only
+    through a FROM or a subquery, both refused anyway, so this is the second line of defence)."""
+    global _TABLE_FUNCTIONS
+    if _TABLE_FUNCTIONS is None:
+        rows = con.execute(
+            "SELECT DISTINCT lower(function_name) FROM duckdb_functions() "
+            "WHERE function_type IN ('table', 'table_macro', 'pragma')"
+        ).fetchall()
+        _TABLE_FUNCTIONS = frozenset(str(r[0]) for r in rows)
+    return _TABLE_FUNCTIONS
 
 
 def _walk(node: Any, denied: frozenset[str], allow: bool) -> str | None:

@@ -15,6 +15,7 @@ an interrupt (Ctrl-C, SIGTERM, DuckDB's InterruptException) rolls the file back 
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -92,6 +93,37 @@ def _insert_parse_rejects(con: duckdb.DuckDBPyConnection, src: Source, target: s
     return _scalar(con, "SELECT count(*) FROM _recctl_perr")
 
 
+_FOREIGN = {  # per line ending of the file: SQL true for a text (``t``) holding another style
+    "\n": "contains(t, chr(13))",
+    "\r": "contains(t, chr(10))",
+    "\r\n": "contains(replace(t, chr(13) || chr(10), ''), chr(13)) OR contains(replace(t, chr(13) || chr(10), ''), chr(10))",
+}
+_NAMES = {"\n": "LF", "\r": "CR", "\r\n": "CRLF"}
+
+
+def _check_line_endings(con: duckdb.DuckDBPyConnection, src: Source) -> None:
+    """DuckDB reads one line ending per file (the first line's): a line ending of another style outside
+    the quoted values of a record it could not parse means records were run together. Refuse the file
+    rather than count them as one."""
+    if src.newline is None or not _table_exists(con, "_recctl_perr"):
+        return
+    t = "raw"
+    if src.quote:
+        q = re.escape(src.quote)
+        t = f"regexp_replace(raw, {sql_str(f'{q}([^{q}]|{q}{q})*{q}')}, '', 'g')"
+    if src.newline == "\r\n":  # DuckDB's raw line of a CRLF file can start with the LF of the line before
+        t = f"regexp_replace({t}, '^\\n|\\r$', '', 'g')"
+    rows = con.execute(
+        f"SELECT min(line) FROM (SELECT line, {t} AS t FROM _recctl_perr) WHERE {_FOREIGN[src.newline]}"
+    ).fetchall()
+    if rows and rows[0][0] is not None:
+        raise DataError(
+            f"{src.path}: mixed line endings: the file's lines end in {_NAMES[src.newline]} but line "
+            f"{rows[0][0]} holds another line break outside a quoted value, so records run together "
+            "(convert the file to one line ending, e.g. with dos2unix)",
+        )
+
+
 def _insert_stage_rejects(con: duckdb.DuckDBPyConnection, src: Source, target: str, now: datetime) -> int:
     """Rows that parsed but failed validation, with their record numbers."""
     n = _scalar(con, f"SELECT count(*) FROM {STAGE} WHERE _reason IS NOT NULL")
@@ -133,7 +165,7 @@ def _load_events(
     if _scalar(con, "SELECT count(*) FROM _recctl_dups"):
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE _recctl_drop AS SELECT st.rowid AS rid FROM {STAGE} st "
-            "JOIN _recctl_dups d ON d._key = st._key WHERE st.rowid <> d.keep"
+            "JOIN _recctl_dups d ON d._key = st._key WHERE st.rowid <> d.keep AND st._reason IS NULL"
         )
         drop = "ANTI JOIN _recctl_drop x ON x.rid = st.rowid"
         within = _scalar(con, "SELECT count(*) FROM _recctl_drop")
@@ -219,6 +251,8 @@ def _quietly(con: duckdb.DuckDBPyConnection, sql: str) -> None:
 def _reason(exc: BaseException, inp: Input | None, path: Path) -> str:
     if isinstance(exc, RecctlError):
         text = exc.message
+    elif isinstance(exc, UnicodeDecodeError):  # the DuckDB error message itself quoted invalid bytes
+        text = f"{path}: DuckDB's reader stopped at bytes that are not valid UTF-8"
     else:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         text = first if str(path) in first else f"{path}: {first}"
@@ -265,10 +299,14 @@ def _load(
         con.execute(f"CREATE OR REPLACE TEMP TABLE {STAGE} AS {sql}")
     except duckdb.InterruptException:
         raise
-    except duckdb.Error as exc:
-        raise DataError(_reason(exc, inp, path)) from exc
+    except (duckdb.Error, UnicodeDecodeError) as exc:
+        why = _reason(exc, inp, path)
+        if "state machine reached an invalid state" in why:
+            why += " (the file mixes line endings LF, CRLF and CR, or has a CR inside an unquoted value)"
+        raise DataError(why) from exc
     con.execute("SET TimeZone = 'UTC'")
     parse_rejected = _insert_parse_rejects(con, src, target, started)
+    _check_line_endings(con, src)
     stage_rows = _scalar(con, f"SELECT count(*) FROM {STAGE}")
     _insert_stage_rejects(con, src, target, started)
     good = _scalar(con, f"SELECT count(*) FROM {STAGE} WHERE _reason IS NULL")
@@ -364,6 +402,6 @@ def load_file(
                     _quietly(con, f"DROP TABLE IF EXISTS {t}")
     except duckdb.InterruptException:
         raise
-    except (RecctlError, duckdb.Error) as exc:
+    except (RecctlError, duckdb.Error, UnicodeDecodeError) as exc:
         return _fail(con, path, mapping, _reason(exc, inp, path), sha, started, t0)
     return result

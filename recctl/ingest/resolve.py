@@ -30,7 +30,7 @@ def _binds_alone(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     cur = con.cursor()
     try:
         cur.execute(f"DESCRIBE SELECT ({name}\n)")
-    except duckdb.Error:
+    except (duckdb.Error, UnicodeDecodeError):
         return False
     finally:
         cur.close()

@@ -44,6 +44,8 @@ class Source:
     header_lines: int = 0
     parse_rejects: bool = False  # DuckDB's CSV rejects table applies
     empty: bool = False
+    newline: str | None = None  # the line ending of the first line: DuckDB reads one style per file
+    quote: str = ""  # the CSV quote character ('' for none)
 
 
 def sql_str(value: str) -> str:
@@ -107,15 +109,34 @@ def _first_line(path: Path, encoding: str, shown: Path) -> str:
     return line.lstrip("\ufeff")
 
 
+def newline_style(path: Path, encoding: str) -> str | None:
+    """The first line's ending: LF, CRLF or CR (None for one line without an ending, or UTF-16)."""
+    if encoding == "utf-16":
+        return None
+    seen = 0
+    with path.open("rb") as f:
+        while seen <= MAX_HEADER_BYTES and (chunk := f.read(1 << 16)):
+            cut = min((i for i in (chunk.find(b"\n"), chunk.find(b"\r")) if i >= 0), default=-1)
+            if cut >= 0:
+                if chunk[cut : cut + 1] == b"\n":
+                    return "\n"
+                nxt = chunk[cut + 1 : cut + 2] or f.read(1)
+                return "\r\n" if nxt == b"\n" else "\r"
+            seen += len(chunk)
+    return None
+
+
 def _describe(con: duckdb.DuckDBPyConnection, sql: str, path: Path) -> dict[str, str]:
     try:
         rows = con.sql(f"DESCRIBE SELECT * FROM {sql}").fetchall()
-    except duckdb.Error as exc:
+    except (duckdb.Error, UnicodeDecodeError) as exc:  # DuckDB quotes raw bytes in some messages
         raise DataError(f"cannot read {path}: {_error_line(exc)}") from exc
     return {str(r[0]): str(r[1]) for r in rows}
 
 
 def _error_line(exc: BaseException) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return "DuckDB's reader stopped at bytes that are not valid UTF-8"
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -140,7 +161,7 @@ def _json_columns(con: duckdb.DuckDBPyConnection, records_sql: str, path: Path) 
         rows = con.sql(
             f"SELECT k FROM (SELECT unnest(_keys) AS k FROM {records_sql}) GROUP BY k ORDER BY min(k)"
         ).fetchall()
-    except duckdb.Error as exc:
+    except (duckdb.Error, UnicodeDecodeError) as exc:  # DuckDB quotes raw bytes in some messages
         raise DataError(f"cannot read {path}: {_error_line(exc)}") from exc
     return [str(r[0]) for r in rows]
 
@@ -165,7 +186,8 @@ def _json_source(
         "(SELECT _line, _valid, CASE WHEN _valid AND json_type(_line::JSON) = 'OBJECT' THEN _line::JSON END "
         f"AS _rec FROM (SELECT _line, json_valid(_line) AS _valid FROM {base}))))"
     )
-    keys = _json_columns(con, records, path)
+    # an empty key can be neither named in SQL nor mapped: like any unmapped key it stays in the raw text
+    keys = [k for k in _json_columns(con, records, path) if k]
     _check_names(keys, path)
     cols = ", ".join(f"_rec->>{json_pointer(k)} AS {ident(k)}" for k in keys)
     nested = (
@@ -258,6 +280,7 @@ def _csv_source(
     return Source(
         path, fmt, sql, columns=dict.fromkeys(names, "VARCHAR"), line_mode="csv",
         header_lines=1 if read.header else 0, parse_rejects=True,
+        newline=newline_style(data, read.encoding), quote=quote,
     )  # fmt: skip
 
 

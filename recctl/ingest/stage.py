@@ -31,6 +31,11 @@ _NUMERIC_SOURCE = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT
 _NEGATIVE_NOT_ALLOWED = frozenset({"price", "original_price", "discount", "likes", "review_count"})
 
 
+def _numeric(src_type: str) -> bool:
+    """A numeric DuckDB type (not a list or array of numbers: ``BIGINT[]`` starts like ``BIGINT``)."""
+    return src_type.startswith(_NUMERIC_SOURCE) and not src_type.endswith("]")
+
+
 @dataclass(frozen=True)
 class Rules:
     event_types: tuple[str, ...]
@@ -49,7 +54,7 @@ def _describe_types(con: duckdb.DuckDBPyConnection, source: Source, exprs: dict[
     select = ", ".join(f"{e} AS {ident('m_' + c)}" for c, e in exprs.items())
     try:
         rows = con.sql(f"DESCRIBE SELECT {select} FROM {source.sql} AS s").fetchall()
-    except duckdb.Error as exc:
+    except (duckdb.Error, UnicodeDecodeError) as exc:  # DuckDB quotes raw bytes in some messages
         msg = str(exc).strip().splitlines()[0]
         raise DataError(f"{source.path}: a mapping expression fails: {msg}") from exc
     return {str(r[0])[2:]: str(r[1]) for r in rows}
@@ -90,7 +95,7 @@ def _ts_expr(m: str, src_type: str, mapping: Mapping) -> str:
         return f"make_timestamp(epoch_us({m}))"
     if src_type.startswith(("TIMESTAMP", "DATE")):
         return _local_to_utc(f"CAST({m} AS TIMESTAMP)", mapping)
-    if src_type.startswith(_NUMERIC_SOURCE):
+    if _numeric(src_type):
         return _from_number(f"CAST({m} AS DOUBLE)", mapping)
     text = m if src_type == "VARCHAR" else f"CAST({m} AS VARCHAR)"
     if mapping.timestamp.format:
@@ -114,7 +119,10 @@ def _typed(col: str, sql_type: str, m: str, src_type: str, mapping: Mapping) -> 
             return f"NULLIF(CASE WHEN starts_with({v}, ' ') OR ends_with({v}, ' ') THEN trim({v}) ELSE {v} END, '')"
         return f"NULLIF(CAST({m} AS VARCHAR), '')"
     if sql_type == "DOUBLE":
-        return f"CAST({m} AS DOUBLE)" if src_type.startswith(_NUMERIC_SOURCE) else f"try_cast({m} AS DOUBLE)"
+        if _numeric(src_type):
+            return f"CAST({m} AS DOUBLE)"
+        # a STRUCT, LIST or BLOB has no cast to DOUBLE at all: through its text, the row gets a reason
+        return f"try_cast({m if src_type == 'VARCHAR' else f'CAST({m} AS VARCHAR)'} AS DOUBLE)"
     if sql_type == "BIGINT":
         return f"try_cast(try_cast(trim(CAST({m} AS VARCHAR)) AS DOUBLE) AS BIGINT)"
     if sql_type == "BOOLEAN":
