@@ -459,6 +459,11 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def shown_key(key: str) -> str:
+    """A key path for a message: quoted, control characters escaped (never a raw NUL on a terminal)."""
+    return "'" + "".join(c if c.isprintable() else repr(c)[1:-1] for c in key) + "'"
+
+
 def _nul_key(node: Any, path: str = "") -> str | None:
     """The key path of the first key or string value holding a NUL character (no path or SQL can)."""
     if isinstance(node, str):
@@ -522,7 +527,7 @@ def load_config(
         source += " + RECCTL_* environment"
     data = _merge(_merge(data, env_data), overrides or {})
     if (where := _nul_key(data)) is not None:
-        raise ConfigError(f"invalid configuration ({source}): '{where}' contains a NUL character")
+        raise ConfigError(f"invalid configuration ({source}): {shown_key(where)} contains a NUL character")
     try:
         return RecctlConfig.model_validate(data)
     except ValidationError as exc:

@@ -47,7 +47,7 @@ def run(cli: CliRunner, wh: Path, table: str, *args: str | Path) -> Result:
 
 def error_lines(r: Result) -> list[str]:
     """stderr without hints and warnings: the one line a failure gets."""
-    return [ln for ln in r.stderr.splitlines() if ln.strip() and not ln.startswith(("  hint:", "warning:"))]
+    return [ln for ln in r.stderr.split("\n") if ln.strip() and not ln.startswith(("  hint:", "warning:"))]
 
 
 def manifest(wh: Path) -> list[tuple[str, str, str | None]]:
@@ -138,10 +138,10 @@ def test_counts_that_do_not_reconcile_fail_the_file(
     cli: CliRunner, wh: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """read is measured, not derived: a miscounted duplicate makes the identity fail, loudly."""
-    from recctl.ingest import loader
+    from recctl.ingest import write as writer
 
-    real = loader._load_events
-    monkeypatch.setattr(loader, "_load_events", lambda *a: (real(*a)[0], real(*a)[1] + 1))
+    real = writer.load_events
+    monkeypatch.setattr(writer, "load_events", lambda *a: (real(*a)[0], real(*a)[1] + 1))
     f = write(tmp_path / "e.csv", HEADER + rows(5))
     r = run(cli, wh, "events", f)
     assert r.code == 65 and "do not reconcile" in r.stderr and len(error_lines(r)) == 1
@@ -311,7 +311,7 @@ def test_mixed_line_endings_are_refused_but_line_breaks_in_quoted_values_load(
         "ts,user_id,item_id,event_type\n2024-05-01T10:00:00Z,u1,p1,view\r2024-05-01T10:00:00Z,u1,p2,view\n",
     )
     r = run(cli, wh, "events", stray)
-    assert r.code == 65 and "mixes line endings" in r.stderr
+    assert r.code == 65 and "mixed line endings" in r.stderr and "line 2 ends in another" in r.stderr
     excel = write(  # CRLF rows, LF inside a quoted value, a rejected row holding one: all as written
         tmp_path / "excel.csv",
         'ts,user_id,item_id,event_type,query\r\n2024-05-01T10:00:00Z,u1,p1,view,"two\nlines"\r\n'
@@ -435,9 +435,9 @@ def test_disk_full_shows_no_space_not_the_rollback(cli: CliRunner, tmp_path: Pat
 def test_an_interrupt_rolls_back_and_propagates(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exc: BaseException
 ) -> None:
-    from recctl.ingest import loader
+    from recctl.ingest import write as writer
 
-    real = loader._insert_stage_rejects
+    real = writer.insert_stage_rejects
     calls = []
 
     def interrupted(*a: Any) -> int:
@@ -445,7 +445,7 @@ def test_an_interrupt_rolls_back_and_propagates(
         real(*a)
         raise exc
 
-    monkeypatch.setattr(loader, "_insert_stage_rejects", interrupted)
+    monkeypatch.setattr(writer, "insert_stage_rejects", interrupted)
     a = write(tmp_path / "a.csv", HEADER + rows(3) + "bad,u1,s1,p1,view,1\n")
     b = write(tmp_path / "b.csv", HEADER + rows(3, 10))
     cfg = RecctlConfig.model_validate({"warehouse": {"path": str(tmp_path / "w.duckdb")}})
@@ -455,7 +455,7 @@ def test_an_interrupt_rolls_back_and_propagates(
     db = tmp_path / "w.duckdb"
     assert query(db, "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM ingest_rejects), "
                      "(SELECT count(*) FROM ingest_files)") == [(0, 0, 0)]  # fmt: skip
-    monkeypatch.setattr(loader, "_insert_stage_rejects", real)
+    monkeypatch.setattr(writer, "insert_stage_rejects", real)
     with open_writer(cfg, "test") as wh:  # the connection was left usable, outside any transaction
         report = ingest(wh, cfg, "events", [a, b], mapping=resolve_mapping(cfg, "events", None))
     assert [f.rows_loaded for f in report.files] == [3, 3]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import re
 import shutil
 import stat
 import tempfile
@@ -167,3 +168,44 @@ def file_sha256(path: Path) -> str:
         while chunk := f.read(CHUNK * 4):
             h.update(chunk)
     return h.hexdigest()
+
+
+_FOREIGN_BREAKS = {  # per line ending of a file: the other line breaks (a regex over its bytes)
+    "\n": re.compile(rb"\r"),
+    "\r": re.compile(rb"\n"),
+    "\r\n": re.compile(rb"\r(?!\n)|(?<!\r)\n"),
+}
+
+
+def foreign_line_break(path: Path, newline: str, quote: str) -> int | None:
+    """The line (1-based, counted in ``newline`` endings) of the first line break of another style
+    outside a quoted value, or None. DuckDB reads one line ending per file, the first line's: a CR row in
+    an LF file runs two records into one. Quotedness is the parity of quote characters before the break
+    (an escaped quote is a pair), so one pass in C-speed chunks; the loop runs per foreign break only,
+    and not at all for a file with one line ending."""
+    pattern = _FOREIGN_BREAKS[newline]
+    q = quote.encode()
+    main = newline.encode()
+    quotes = lines = 0
+    carry = b""
+    with path.open("rb") as f:
+        while True:
+            block = f.read(CHUNK * 4)
+            chunk = carry + block
+            if not chunk:
+                return None
+            # keep a trailing CR for the next round: it may be the first half of a CRLF
+            carry, chunk = (chunk[-1:], chunk[:-1]) if block and chunk.endswith(b"\r") else (b"", chunk)
+            pos = 0
+            for m in pattern.finditer(chunk):
+                if q:
+                    quotes += chunk.count(q, pos, m.start())
+                lines += chunk.count(main, pos, m.start())
+                pos = m.start()
+                if not q or quotes % 2 == 0:
+                    return lines + 1
+            if q:
+                quotes += chunk.count(q, pos)
+            lines += chunk.count(main, pos)
+            if not block:
+                return None

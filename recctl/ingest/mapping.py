@@ -38,7 +38,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from recctl import schema
-from recctl.config import Strict
+from recctl.config import Strict, shown_key
 from recctl.errors import ConfigError
 
 Format = Literal["csv", "tsv", "json", "ndjson", "parquet", "sequences", "keyed_json"]
@@ -178,7 +178,7 @@ def load_mapping(name_or_path: str, mappings_dir: Path) -> Mapping:
     if "source" in data:
         raise ConfigError(f"invalid mapping {path}: unknown key 'source'")
     if (where := _nul_key(data)) is not None:
-        raise ConfigError(f"invalid mapping {path}: '{where}' contains a NUL character")
+        raise ConfigError(f"invalid mapping {path}: {shown_key(where)} contains a NUL character")
     try:
         return Mapping.model_validate({**data, "source": str(path)})
     except ValidationError as exc:

@@ -18,6 +18,7 @@ from typing import Literal
 import duckdb
 
 from recctl.errors import ConfigError, DataError
+from recctl.ingest.inputs import foreign_line_break
 from recctl.ingest.mapping import FORMATS, ReadOptions
 
 REJECTS_TABLE = "_recctl_rej_errors"
@@ -277,10 +278,17 @@ def _csv_source(
         f"rejects_scan={sql_str(REJECTS_SCAN)}",
     ]
     sql = f"read_csv({sql_str(str(data))}, {', '.join(opts)})"
+    newline = newline_style(data, read.encoding)
+    if newline is not None and (line := foreign_line_break(data, newline, quote)) is not None:
+        names_ = {"\n": "LF", "\r": "CR", "\r\n": "CRLF"}
+        raise DataError(
+            f"{path}: mixed line endings: the lines end in {names_[newline]}, but line {line} ends in another "
+            "line break outside a quoted value, and DuckDB reads one line ending per file (records would run "
+            "together); convert the file to one line ending (e.g. with dos2unix)"
+        )
     return Source(
         path, fmt, sql, columns=dict.fromkeys(names, "VARCHAR"), line_mode="csv",
-        header_lines=1 if read.header else 0, parse_rejects=True,
-        newline=newline_style(data, read.encoding), quote=quote,
+        header_lines=1 if read.header else 0, parse_rejects=True, newline=newline, quote=quote,
     )  # fmt: skip
 
 
