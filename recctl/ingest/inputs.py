@@ -177,35 +177,44 @@ _FOREIGN_BREAKS = {  # per line ending of a file: the other line breaks (a regex
 }
 
 
-def foreign_line_break(path: Path, newline: str, quote: str) -> int | None:
-    """The line (1-based, counted in ``newline`` endings) of the first line break of another style
-    outside a quoted value, or None. DuckDB reads one line ending per file, the first line's: a CR row in
-    an LF file runs two records into one. Quotedness is the parity of quote characters before the break
-    (an escaped quote is a pair), so one pass in C-speed chunks; the loop runs per foreign break only,
-    and not at all for a file with one line ending."""
-    pattern = _FOREIGN_BREAKS[newline]
-    q = quote.encode()
-    main = newline.encode()
-    quotes = lines = 0
+def _chunks(path: Path) -> Iterator[tuple[bytes, bool]]:
+    """The file in large chunks, a trailing CR held back for the next one (it may start a CRLF);
+    (chunk, last)."""
     carry = b""
     with path.open("rb") as f:
         while True:
             block = f.read(CHUNK * 4)
             chunk = carry + block
-            if not chunk:
-                return None
-            # keep a trailing CR for the next round: it may be the first half of a CRLF
-            carry, chunk = (chunk[-1:], chunk[:-1]) if block and chunk.endswith(b"\r") else (b"", chunk)
-            pos = 0
-            for m in pattern.finditer(chunk):
-                if q:
-                    quotes += chunk.count(q, pos, m.start())
-                lines += chunk.count(main, pos, m.start())
-                pos = m.start()
-                if not q or quotes % 2 == 0:
-                    return lines + 1
-            if q:
-                quotes += chunk.count(q, pos)
-            lines += chunk.count(main, pos)
+            if block and chunk.endswith(b"\r"):
+                carry, chunk = chunk[-1:], chunk[:-1]
+            else:
+                carry = b""
+            yield chunk, not block
             if not block:
-                return None
+                return
+
+
+def foreign_line_break(path: Path, newline: str, quote: str) -> int | None:
+    """The line (1-based, counted in ``newline`` endings) of the first line break of another style
+    outside a quoted value, or None. DuckDB reads one line ending per file, the first line's: a CR row in
+    an LF file runs two records into one. A first pass only searches for other line breaks (a file with
+    one line ending is read once, at memchr speed); when there are some, a second pass tells quoted from
+    unquoted ones by the parity of the quote characters before them (an escaped quote is a pair)."""
+    pattern = _FOREIGN_BREAKS[newline]
+    if not any(pattern.search(chunk) for chunk, _ in _chunks(path)):
+        return None
+    q, main = quote.encode(), newline.encode()
+    quotes = lines = 0
+    for chunk, _ in _chunks(path):
+        pos = 0
+        for m in pattern.finditer(chunk):
+            if q:
+                quotes += chunk.count(q, pos, m.start())
+            lines += chunk.count(main, pos, m.start())
+            pos = m.start()
+            if not q or quotes % 2 == 0:
+                return lines + 1
+        if q:
+            quotes += chunk.count(q, pos)
+        lines += chunk.count(main, pos)
+    return None
