@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATASETS ?= ../shared/datasets
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: install demo test test-real test-all bench bench-ingest bench-quality bench-train bench-latency lint format clean
+.PHONY: install demo test test-real test-all fuzz bench bench-ingest bench-quality bench-train bench-latency lint format clean
 
 install: $(STAMP)
 
@@ -30,6 +30,11 @@ test: $(STAMP)
 		echo "note: $(DATASETS) not found, real-data tests not selected (see make test-real)"; \
 		$(BIN)/pytest -m "not slow and not realdata"; \
 	fi
+
+# property-based fuzzing of the readers and the mapping/config loaders, long profile (about 10 minutes;
+# make test runs the same properties with a small, seeded budget). RECCTL_FUZZ_SCALE=N scales it.
+fuzz: $(STAMP)
+	RECCTL_FUZZ=long $(BIN)/pytest tests/test_fuzz_ingest.py -q -p no:cacheprovider --hypothesis-show-statistics
 
 test-real: $(STAMP)
 	RECCTL_DATASETS="$(DATASETS)" $(BIN)/pytest -m realdata

@@ -66,6 +66,11 @@ class IngestConfig(Strict):
     extra_event_types: list[str] = Field(default_factory=list)
     future_tolerance: str = "1d"
     min_timestamp: datetime = datetime(1970, 1, 2)
+    allow_file_functions: bool = Field(
+        False,
+        description="let mapping expressions call table functions (read_csv, read_text, glob, ...), "
+        "scalar functions that reach outside the row and subqueries: for trusted mappings only",
+    )
 
     @field_validator("future_tolerance")
     @classmethod
@@ -454,6 +459,27 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def shown_key(key: str) -> str:
+    """A key path for a message: quoted, control characters escaped (never a raw NUL on a terminal)."""
+    return "'" + "".join(c if c.isprintable() else repr(c)[1:-1] for c in key) + "'"
+
+
+def _nul_key(node: Any, path: str = "") -> str | None:
+    """The key path of the first key or string value holding a NUL character (no path or SQL can)."""
+    if isinstance(node, str):
+        return path if "\x00" in node else None
+    if isinstance(node, dict):
+        for k, v in node.items():
+            here = f"{path}.{k}" if path else str(k)
+            if "\x00" in str(k) or (found := _nul_key(v, here)) is not None:
+                return here if "\x00" in str(k) else found
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            if (found := _nul_key(v, f"{path}[{i}]")) is not None:
+                return found
+    return None
+
+
 def _format_errors(exc: ValidationError, source: str) -> str:
     lines = []
     for err in exc.errors():
@@ -489,11 +515,19 @@ def load_config(
             data = tomllib.loads(file.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"cannot parse {file}: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"cannot parse {file}: it is not UTF-8 text ({exc.reason} at byte {exc.start})"
+            ) from exc
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {file}: {exc.strerror or exc}") from exc
         source = str(file)
     env_data = _env_overrides(env)
     if env_data:
         source += " + RECCTL_* environment"
     data = _merge(_merge(data, env_data), overrides or {})
+    if (where := _nul_key(data)) is not None:
+        raise ConfigError(f"invalid configuration ({source}): {shown_key(where)} contains a NUL character")
     try:
         return RecctlConfig.model_validate(data)
     except ValidationError as exc:

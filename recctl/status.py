@@ -23,10 +23,16 @@ def warehouse_status(wh: Warehouse, cfg: RecctlConfig | None = None) -> dict[str
         "min(ts), max(ts) FROM events",
     )[0]
     by_type = dict(_rows(wh, "SELECT event_type, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC"))
+    # files: distinct (path, target) by the status of their latest read; reads: manifest rows (a file
+    # re-read with --force or changed in place is one file, two reads); the row counts sum over reads,
+    # so that read = loaded + rejected + duplicate holds for the totals as for each read
     files = _rows(
         wh,
-        "SELECT status, count(*), sum(rows_read), sum(rows_loaded), sum(rows_rejected), sum(rows_duplicate) "
-        "FROM ingest_files GROUP BY 1",
+        "SELECT r.status, coalesce(f.n, 0), r.reads, r.rd, r.lo, r.rj, r.du FROM (SELECT status, count(*) AS reads, "
+        "sum(rows_read) AS rd, sum(rows_loaded) AS lo, sum(rows_rejected) AS rj, sum(rows_duplicate) AS du "
+        "FROM ingest_files GROUP BY 1) r LEFT JOIN (SELECT status, count(*) AS n FROM (SELECT status FROM "
+        "ingest_files QUALIFY row_number() OVER (PARTITION BY path, target ORDER BY finished_at DESC, "
+        "started_at DESC) = 1) GROUP BY 1) f USING (status) ORDER BY 1",
     )
     recent = _rows(
         wh,
@@ -55,12 +61,13 @@ def warehouse_status(wh: Warehouse, cfg: RecctlConfig | None = None) -> dict[str
             "files": {
                 str(s): {
                     "files": n,
+                    "reads": reads,
                     "read": r or 0,
                     "loaded": lo or 0,
                     "rejected": rj or 0,
                     "duplicate": d or 0,
                 }
-                for s, n, r, lo, rj, d in files
+                for s, n, reads, r, lo, rj, d in files
             },
             "rejects": rejects_by_target,
             "recent": [

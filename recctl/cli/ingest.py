@@ -14,6 +14,7 @@ from recctl.schema import FORMATS
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from recctl.console import Output
     from recctl.ingest import FileResult, IngestReport
 
 TABLE_HELP = "events | items | users"
@@ -40,13 +41,25 @@ def render_report(report: IngestReport, console: Console) -> None:
     for f in report.files:
         if f.message:
             console.print(
-                f"  {Path(f.path).name}: {f.message}", style="red" if f.status == "failed" else "dim"
+                f"  {Path(f.path).name}: {f.message}",
+                style="red" if f.status == "failed" else "dim",
+                markup=False,
             )
+        for w in f.warnings:
+            if w != f.message:
+                console.print(f"  {Path(f.path).name}: warning: {w}", style="yellow", markup=False)
     if t["rows_rejected"]:
         console.print(
             "  rejected rows are in the ingest_rejects table (file, line, raw, reason): "
             "`recctl status` counts them"
         )
+
+
+def _warn(out: Output, message: str) -> None:
+    """One warning line on stderr, never wrapped (a log line per file)."""
+    from rich.markup import escape
+
+    out.err.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -79,11 +92,12 @@ def register(app: typer.Typer) -> None:
         loaded at all (e.g. a required column is missing), 66 when an input does not exist, 75 when another
         job holds the warehouse.
         """
-        from recctl.ingest import ingest, resolve_mapping, resolve_paths
+        from recctl.ingest import check_format, ingest, resolve_mapping, resolve_paths
         from recctl.warehouse import open_writer
 
         state: State = ctx.obj
         cfg = state.config
+        check_format(fmt)
         m = resolve_mapping(cfg, table, mapping)
         files = resolve_paths(paths)
         out = state.out
@@ -100,6 +114,13 @@ def register(app: typer.Typer) -> None:
 
             report = ingest(wh, cfg, table, files, mapping=m, fmt=fmt, force=force, on_file=on_file)
         out.emit(report.as_dict(), lambda c: render_report(report, c))
+        # what a person must know is on stderr whatever the output mode (the table shows it to a terminal)
+        if not out.people and not out.quiet:
+            for f in report.files:
+                for w in f.warnings:
+                    _warn(out, f"{Path(f.path).name}: {w}")
+            for f in report.failed[1:]:
+                _warn(out, f"failed: {f.message}")
         if report.failed:
             first = report.failed[0]
             more = f" (and {len(report.failed) - 1} more files)" if len(report.failed) > 1 else ""

@@ -11,8 +11,9 @@ from pathlib import Path
 from recctl import schema
 from recctl.config import RecctlConfig, parse_duration
 from recctl.errors import ConfigError, InputMissingError
+from recctl.ingest.guard import check_mapping
 from recctl.ingest.loader import FileResult, load_file
-from recctl.ingest.mapping import Mapping, identity_mapping, load_mapping
+from recctl.ingest.mapping import FORMATS, Mapping, identity_mapping, load_mapping
 from recctl.ingest.stage import Rules
 from recctl.warehouse import Warehouse
 
@@ -46,8 +47,18 @@ class IngestReport:
 
 
 def _is_data_file(p: Path) -> bool:
-    name = p.name.lower().removesuffix(".gz")
-    return p.is_file() and not p.name.startswith(".") and name.endswith(SUPPORTED_SUFFIXES)
+    """A data file by its name; non-regular entries (a FIFO named events.csv) are kept so that the load
+    reports them instead of skipping them silently."""
+    name = p.name.lower().removesuffix(".gz").removesuffix(".gzip")
+    return not p.name.startswith(".") and name.endswith(SUPPORTED_SUFFIXES) and p.exists() and not p.is_dir()
+
+
+def _exists(p: Path) -> bool:
+    """Whether ``p`` names something (a file, FIFO, device, ...); unreadable parents count as absent."""
+    try:
+        return p.exists()
+    except OSError:
+        return False
 
 
 def resolve_paths(specs: Iterable[str]) -> list[Path]:
@@ -60,8 +71,8 @@ def resolve_paths(specs: Iterable[str]) -> list[Path]:
             if not found:
                 raise InputMissingError(f"no data files in folder {spec}")
             out.extend(found)
-        elif p.is_file():
-            out.append(p)
+        elif _exists(p):
+            out.append(p)  # a file, or a FIFO / device that the load reports as not a regular file
         elif any(ch in spec for ch in "*?["):
             found = sorted(Path(m) for m in glob.glob(spec, recursive=True) if Path(m).is_file())
             if not found:
@@ -100,7 +111,14 @@ def rules_from(cfg: RecctlConfig, now: datetime | None = None) -> Rules:
         future_limit=now + parse_duration(tol),
         future_tolerance=tol,
         min_timestamp=cfg.ingest.min_timestamp,
+        allow_file_functions=cfg.ingest.allow_file_functions,
     )
+
+
+def check_format(fmt: str | None) -> None:
+    """A usage error before anything is read (exit 2, no manifest row)."""
+    if fmt is not None and fmt not in FORMATS:
+        raise ConfigError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
 
 
 def ingest(
@@ -115,7 +133,10 @@ def ingest(
     on_file: Callable[[Path, FileResult | None], None] | None = None,
 ) -> IngestReport:
     """Load ``paths`` into ``target``, one transaction per file. Never raises for a bad file:
-    failures are in the report (and the manifest), so that one broken export does not stop the rest."""
+    failures are in the report (and the manifest), so that one broken export does not stop the rest.
+    A bad mapping or format is refused first (ConfigError), before any file is touched."""
+    check_format(fmt)
+    check_mapping(wh.con, mapping, allow_file_functions=cfg.ingest.allow_file_functions)
     for name in mapping.event_types.values():
         if name not in schema.EVENT_TYPES + tuple(cfg.ingest.extra_event_types):
             raise ConfigError(

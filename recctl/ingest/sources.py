@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -17,6 +18,7 @@ from typing import Literal
 import duckdb
 
 from recctl.errors import ConfigError, DataError
+from recctl.ingest.inputs import foreign_line_break
 from recctl.ingest.mapping import FORMATS, ReadOptions
 
 REJECTS_TABLE = "_recctl_rej_errors"
@@ -24,6 +26,8 @@ REJECTS_SCAN = "_recctl_rej_scans"
 LINES_TABLE = "_recctl_lines"
 #: A delimiter that does not occur in text lines: used to read a file one whole line per row.
 _LINE_DELIM = "\x1f"
+#: The header line is read to its end, up to this size (a wider one is refused, never cut).
+MAX_HEADER_BYTES = 64 << 20
 
 LineMode = Literal["csv", "column", "ordinal"]
 
@@ -41,6 +45,8 @@ class Source:
     header_lines: int = 0
     parse_rejects: bool = False  # DuckDB's CSV rejects table applies
     empty: bool = False
+    newline: str | None = None  # the line ending of the first line: DuckDB reads one style per file
+    quote: str = ""  # the CSV quote character ('' for none)
 
 
 def sql_str(value: str) -> str:
@@ -73,68 +79,121 @@ def detect_format(path: Path, explicit: str | None) -> str:
     )
 
 
-def _head(path: Path, n: int = 4096) -> bytes:
+def _head(path: Path, n: int = 4096, shown: Path | None = None) -> bytes:
     opener = gzip.open if path.name.lower().endswith((".gz", ".gzip")) else open
     try:
         with opener(path, "rb") as f:
             return bytes(f.read(n))
-    except (OSError, EOFError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from exc
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"cannot read {shown or path}: {exc}") from exc
+
+
+def _py_encoding(encoding: str) -> str:
+    return {"latin-1": "latin_1", "utf-8": "utf-8-sig"}.get(encoding, encoding)
+
+
+def _first_line(path: Path, encoding: str, shown: Path) -> str:
+    """The first line as text, however long (up to MAX_HEADER_BYTES), without its end (LF, CRLF or a lone
+    CR: DuckDB reads all three)."""
+    try:
+        with path.open(encoding=_py_encoding(encoding), errors="surrogateescape", newline=None) as f:
+            line = f.readline(MAX_HEADER_BYTES + 1)
+    except UnicodeError as exc:  # utf-16 without a valid start
+        raise DataError(f"{shown}: the first line is not {encoding} text ({exc})") from exc
+    except OSError as exc:
+        raise DataError(f"cannot read {shown}: {exc.strerror or exc}") from exc
+    if len(line) > MAX_HEADER_BYTES:
+        raise DataError(f"{shown}: the first line is longer than {MAX_HEADER_BYTES >> 20} MiB")
+    line = line.removesuffix("\n")
+    if any("\udc80" <= ch <= "\udcff" for ch in line):
+        raise DataError(f"{shown}: the first line is not {encoding} text")
+    return line.lstrip("\ufeff")
+
+
+def newline_style(path: Path, encoding: str) -> str | None:
+    """The first line's ending: LF, CRLF or CR (None for one line without an ending, or UTF-16)."""
+    if encoding == "utf-16":
+        return None
+    seen = 0
+    with path.open("rb") as f:
+        while seen <= MAX_HEADER_BYTES and (chunk := f.read(1 << 16)):
+            cut = min((i for i in (chunk.find(b"\n"), chunk.find(b"\r")) if i >= 0), default=-1)
+            if cut >= 0:
+                if chunk[cut : cut + 1] == b"\n":
+                    return "\n"
+                nxt = chunk[cut + 1 : cut + 2] or f.read(1)
+                return "\r\n" if nxt == b"\n" else "\r"
+            seen += len(chunk)
+    return None
 
 
 def _describe(con: duckdb.DuckDBPyConnection, sql: str, path: Path) -> dict[str, str]:
     try:
         rows = con.sql(f"DESCRIBE SELECT * FROM {sql}").fetchall()
-    except duckdb.Error as exc:
-        raise DataError(f"cannot read {path}: {_first_line(exc)}") from exc
+    except (duckdb.Error, UnicodeDecodeError) as exc:  # DuckDB quotes raw bytes in some messages
+        raise DataError(f"cannot read {path}: {_error_line(exc)}") from exc
     return {str(r[0]): str(r[1]) for r in rows}
 
 
-def _first_line(exc: BaseException) -> str:
+def _error_line(exc: BaseException) -> str:
+    if isinstance(exc, UnicodeDecodeError):
+        return "DuckDB's reader stopped at bytes that are not valid UTF-8"
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _lines_reader(path: Path, read: ReadOptions) -> str:
+def _lines_reader(data: Path, read: ReadOptions) -> str:
     """The file as one VARCHAR column ``_line``, one row per line, no quoting, rejects captured."""
     return (
-        f"read_csv({sql_str(str(path))}, columns={{'_line': 'VARCHAR'}}, header=false, "
+        f"read_csv({sql_str(str(data))}, columns={{'_line': 'VARCHAR'}}, header=false, "
         f"delim={sql_str(_LINE_DELIM)}, quote='', escape='', auto_detect=false, "
         f"encoding={sql_str(read.encoding)}, store_rejects=true, "
         f"rejects_table={sql_str(REJECTS_TABLE)}, rejects_scan={sql_str(REJECTS_SCAN)})"
     )
 
 
+def json_pointer(key: str) -> str:
+    """``key`` as a JSON pointer (RFC 6901) in SQL: ``$x``, ``a.b`` or ``0`` are keys, never JSONPath."""
+    return sql_str("/" + key.replace("~", "~0").replace("/", "~1"))
+
+
 def _json_columns(con: duckdb.DuckDBPyConnection, records_sql: str, path: Path) -> list[str]:
     try:
         rows = con.sql(
-            f"SELECT k FROM (SELECT unnest(json_keys(_rec)) AS k FROM {records_sql}) "
-            "GROUP BY k ORDER BY min(k)"
+            f"SELECT k FROM (SELECT unnest(_keys) AS k FROM {records_sql}) GROUP BY k ORDER BY min(k)"
         ).fetchall()
-    except duckdb.Error as exc:
-        raise DataError(f"cannot read {path}: {_first_line(exc)}") from exc
+    except (duckdb.Error, UnicodeDecodeError) as exc:  # DuckDB quotes raw bytes in some messages
+        raise DataError(f"cannot read {path}: {_error_line(exc)}") from exc
     return [str(r[0]) for r in rows]
 
 
-def _json_source(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, read: ReadOptions) -> Source:
+def _json_source(
+    con: duckdb.DuckDBPyConnection, path: Path, data: Path, fmt: str, read: ReadOptions
+) -> Source:
     if fmt == "ndjson":
-        base = f"(SELECT _line FROM {_lines_reader(path, read)} WHERE trim(_line) <> '')"
+        base = f"(SELECT _line FROM {_lines_reader(data, read)} WHERE trim(_line) <> '')"
         line_mode: LineMode = "csv"
         parse_rejects = True
     else:
-        base = f"(SELECT json::VARCHAR AS _line FROM read_json_objects({sql_str(str(path))}, format='array'))"
+        base = f"(SELECT json::VARCHAR AS _line FROM read_json_objects({sql_str(str(data))}, format='array'))"
         line_mode, parse_rejects = "ordinal", False
+    # a key given twice in one object: which value is meant is undefined, so the record is rejected
     records = (
-        f"(SELECT _line, CASE WHEN json_valid(_line) AND json_type(_line::JSON) = 'OBJECT' "
-        f"THEN _line::JSON END AS _rec, "
-        f"CASE WHEN NOT json_valid(_line) THEN 'invalid JSON' "
-        f"WHEN json_type(_line::JSON) <> 'OBJECT' THEN 'record is not a JSON object' END AS _src_error "
-        f"FROM {base})"
+        "(SELECT _line, _rec, _keys, CASE WHEN NOT _valid THEN 'invalid JSON' "
+        "WHEN _rec IS NULL THEN 'record is not a JSON object' "
+        "WHEN len(_keys) <> len(list_distinct(_keys)) THEN 'a key appears twice in the record: ' || "
+        "array_to_string(list_distinct(list_filter(_keys, lambda k, i: list_position(_keys, k) < i)), ', ') "
+        "END AS _src_error FROM (SELECT *, json_keys(_rec) AS _keys FROM "
+        "(SELECT _line, _valid, CASE WHEN _valid AND json_type(_line::JSON) = 'OBJECT' THEN _line::JSON END "
+        f"AS _rec FROM (SELECT _line, json_valid(_line) AS _valid FROM {base}))))"
     )
-    keys = _json_columns(con, records, path)
-    cols = ", ".join(f"_rec->>{sql_str(k)} AS {ident(k)}" for k in keys)
+    # an empty key can be neither named in SQL nor mapped: like any unmapped key it stays in the raw text
+    keys = [k for k in _json_columns(con, records, path) if k]
+    _check_names(keys, path)
+    cols = ", ".join(f"_rec->>{json_pointer(k)} AS {ident(k)}" for k in keys)
     nested = (
-        "list_filter(json_keys(_rec), lambda k: json_type(_rec -> k) IN ('OBJECT', 'ARRAY'))"
+        "list_filter(_keys, lambda k: json_type(_rec -> ('/' || replace(replace(k, '~', '~0'), '/', '~1'))) "
+        "IN ('OBJECT', 'ARRAY'))"
         if keys
         else "[]::VARCHAR[]"
     )
@@ -146,31 +205,46 @@ def _json_source(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, read: Rea
     )  # fmt: skip
 
 
-def _header_fields(path: Path, read: ReadOptions) -> tuple[list[str], str]:
+def _check_names(names: list[str], path: Path) -> None:
+    """Column names DuckDB can hold apart: no NUL character, no two that differ only in case."""
+    for i, n in enumerate(names, 1):
+        if "\x00" in n:
+            raise DataError(
+                f"{path}: column {i} ({n.replace(chr(0), '<NUL>')[:80]!r}) has a NUL byte in its name"
+            )
+    seen: dict[str, str] = {}
+    for n in names:
+        other = seen.setdefault(n.lower(), n)
+        if other != n:
+            raise DataError(
+                f"{path}: the columns {other[:80]!r} and {n[:80]!r} differ only in case (DuckDB cannot tell "
+                "them apart)"
+            )
+
+
+def _header_fields(path: Path, data: Path, read: ReadOptions) -> tuple[list[str], str]:
     """Column names from the first line, and the delimiter (given, or the likeliest of , ; tab |).
 
     The header is parsed here rather than by DuckDB's sniffer: one broken quote further down must not
     change how the whole file is read.
     """
-    head = _head(path, 1 << 16)
-    first = head.split(b"\n", 1)[0].rstrip(b"\r")
-    try:
-        text = first.decode(read.encoding.replace("latin-1", "latin_1")).lstrip("\ufeff")
-    except (UnicodeDecodeError, LookupError) as exc:
-        raise DataError(f"{path}: the first line is not {read.encoding} text ({exc})") from exc
+    text = _first_line(data, read.encoding, path)
     delim = read.delimiter
     if delim is None:
         counts = {d: text.count(d) for d in (",", ";", "\t", "|")}
         delim = max(counts, key=lambda d: (counts[d], d == ","))
     quote = read.quote if read.quote is not None else '"'
-    row = next(csv.reader([text], delimiter=delim, quotechar=quote or None), [])
+    try:
+        row = next(csv.reader([text], delimiter=delim, quotechar=quote or None, strict=True), [])
+    except csv.Error as exc:
+        raise DataError(f"{path}: the first line cannot be read as CSV ({exc}): {text[:80]!r}") from exc
     if read.header:
         names = [c.strip() for c in row]
         if not names or any(not n for n in names):
             raise DataError(f"{path}: the header line has an empty column name: {text[:200]!r}")
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise DataError(f"{path}: the header repeats column names: {', '.join(dupes)}")
+            raise DataError(f"{path}: the header repeats column names: {', '.join(dupes)[:200]}")
     else:
         names = [f"column{i}" for i in range(len(row))]
     if read.column_names:
@@ -179,13 +253,16 @@ def _header_fields(path: Path, read: ReadOptions) -> tuple[list[str], str]:
                 f"{path}: the mapping names {len(read.column_names)} columns, the file has {len(names)}"
             )
         names = list(read.column_names)
+    _check_names(names, path)
     return names, delim
 
 
-def _csv_source(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, read: ReadOptions) -> Source:
+def _csv_source(
+    con: duckdb.DuckDBPyConnection, path: Path, data: Path, fmt: str, read: ReadOptions
+) -> Source:
     if fmt == "tsv" and read.delimiter is None:
         read = read.model_copy(update={"delimiter": "\t"})
-    names, delim = _header_fields(path, read)
+    names, delim = _header_fields(path, data, read)
     quote = read.quote if read.quote is not None else '"'
     columns = "{" + ", ".join(f"{sql_str(n)}: 'VARCHAR'" for n in names) + "}"
     opts = [
@@ -200,16 +277,24 @@ def _csv_source(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, read: Read
         f"rejects_table={sql_str(REJECTS_TABLE)}",
         f"rejects_scan={sql_str(REJECTS_SCAN)}",
     ]
-    sql = f"read_csv({sql_str(str(path))}, {', '.join(opts)})"
+    sql = f"read_csv({sql_str(str(data))}, {', '.join(opts)})"
+    newline = newline_style(data, read.encoding)
+    if newline is not None and (line := foreign_line_break(data, newline, quote)) is not None:
+        names_ = {"\n": "LF", "\r": "CR", "\r\n": "CRLF"}
+        raise DataError(
+            f"{path}: mixed line endings: the lines end in {names_[newline]}, but line {line} ends in another "
+            "line break outside a quoted value, and DuckDB reads one line ending per file (records would run "
+            "together); convert the file to one line ending (e.g. with dos2unix)"
+        )
     return Source(
         path, fmt, sql, columns=dict.fromkeys(names, "VARCHAR"), line_mode="csv",
-        header_lines=1 if read.header else 0, parse_rejects=True,
+        header_lines=1 if read.header else 0, parse_rejects=True, newline=newline, quote=quote,
     )  # fmt: skip
 
 
-def _sequences_source(con: duckdb.DuckDBPyConnection, path: Path, read: ReadOptions) -> Source:
+def _sequences_source(con: duckdb.DuckDBPyConnection, path: Path, data: Path, read: ReadOptions) -> Source:
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE {LINES_TABLE} AS SELECT _line FROM {_lines_reader(path, read)}"
+        f"CREATE OR REPLACE TEMP TABLE {LINES_TABLE} AS SELECT _line FROM {_lines_reader(data, read)}"
     )
     sep = sql_str(read.separator)
     start = sql_str(read.sequence_start.isoformat(sep=" "))
@@ -228,14 +313,14 @@ def _sequences_source(con: duckdb.DuckDBPyConnection, path: Path, read: ReadOpti
     )
 
 
-def _keyed_json_source(con: duckdb.DuckDBPyConnection, path: Path, read: ReadOptions) -> Source:
+def _keyed_json_source(con: duckdb.DuckDBPyConnection, path: Path, data: Path, read: ReadOptions) -> Source:
     k, v = ident(read.key_column), ident(read.value_column)
     # Each raw document is parsed once into a MAP (keys stay in document order; a JSON null value
     # becomes NULL). `j -> key` per key re-parsed the whole document for every key (quadratic: 85 s for
     # a 650 KB object), and json_each over a JSON string is just as slow in DuckDB 2.0.
     sql = (
         f"(SELECT unnest(map_keys(m)) AS {k}, CAST(unnest(map_values(m)) AS VARCHAR) AS {v} FROM "
-        f"(SELECT CAST(json AS MAP(VARCHAR, JSON)) AS m FROM read_json_objects({sql_str(str(path))}, "
+        f"(SELECT CAST(json AS MAP(VARCHAR, JSON)) AS m FROM read_json_objects({sql_str(str(data))}, "
         "format='unstructured') WHERE json_type(json) = 'OBJECT'))"
     )
     cols = {read.key_column: "VARCHAR", read.value_column: "VARCHAR"}
@@ -243,23 +328,29 @@ def _keyed_json_source(con: duckdb.DuckDBPyConnection, path: Path, read: ReadOpt
     return Source(path, "keyed_json", sql, columns=cols, line_mode="ordinal")
 
 
-def open_source(con: duckdb.DuckDBPyConnection, path: Path, fmt: str, read: ReadOptions) -> Source:
-    """Describe ``path`` as a relation of source columns. Raises DataError for unreadable files."""
-    if fmt != "parquet" and not _head(path).strip():
+def open_source(
+    con: duckdb.DuckDBPyConnection, path: Path, fmt: str, read: ReadOptions, data: Path | None = None
+) -> Source:
+    """Describe ``path`` as a relation of source columns, read from ``data`` (its verified plain copy
+    when it is compressed; default: ``path`` itself). Raises DataError for unreadable files."""
+    data = data or path
+    if fmt != "parquet" and not _head(data, shown=path).strip():
         return Source(path, fmt, "(SELECT 1 WHERE false)", empty=True)
-    if fmt == "json" and _head(path).lstrip()[:1] == b"{":
+    if fmt == "json" and _head(data, shown=path).lstrip()[:1] == b"{":
         fmt = "ndjson"  # a .json file of JSON lines
     con.execute(f"DROP TABLE IF EXISTS {REJECTS_TABLE}")
     con.execute(f"DROP TABLE IF EXISTS {REJECTS_SCAN}")
     if fmt in ("csv", "tsv"):
-        return _csv_source(con, path, fmt, read)
+        return _csv_source(con, path, data, fmt, read)
     if fmt in ("json", "ndjson"):
-        return _json_source(con, path, fmt, read)
+        return _json_source(con, path, data, fmt, read)
     if fmt == "parquet":
-        sql = f"read_parquet({sql_str(str(path))})"
-        return Source(path, fmt, sql, columns=_describe(con, sql, path), line_mode="ordinal")
+        sql = f"read_parquet({sql_str(str(data))})"
+        columns = _describe(con, sql, path)
+        _check_names(list(columns), path)
+        return Source(path, fmt, sql, columns=columns, line_mode="ordinal")
     if fmt == "sequences":
-        return _sequences_source(con, path, read)
+        return _sequences_source(con, path, data, read)
     if fmt == "keyed_json":
-        return _keyed_json_source(con, path, read)
+        return _keyed_json_source(con, path, data, read)
     raise ConfigError(f"unknown format {fmt!r}")

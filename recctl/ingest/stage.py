@@ -9,7 +9,6 @@ One statement, four layers, all inside DuckDB:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,11 +17,23 @@ import duckdb
 from recctl import schema
 from recctl.errors import DataError
 from recctl.ingest.mapping import Mapping
+from recctl.ingest.resolve import (
+    bare_sources,
+    check_absent,
+    check_not_events,
+    check_required,
+    mapped_expressions,
+)
 from recctl.ingest.sources import Source, ident, sql_str
 
 NUMERIC_TYPES = ("DOUBLE", "BIGINT")
 _NUMERIC_SOURCE = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE", "DECIMAL", "UB", "UI", "US", "UT")  # fmt: skip
 _NEGATIVE_NOT_ALLOWED = frozenset({"price", "original_price", "discount", "likes", "review_count"})
+
+
+def _numeric(src_type: str) -> bool:
+    """A numeric DuckDB type (not a list or array of numbers: ``BIGINT[]`` starts like ``BIGINT``)."""
+    return src_type.startswith(_NUMERIC_SOURCE) and not src_type.endswith("]")
 
 
 @dataclass(frozen=True)
@@ -32,131 +43,67 @@ class Rules:
     future_limit: datetime
     future_tolerance: str
     min_timestamp: datetime
-
-
-def _literal(value: str | int | float | bool) -> str:
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, int | float):
-        return repr(value)
-    return sql_str(value)
+    allow_file_functions: bool = False
 
 
 def _ts_literal(value: datetime) -> str:
     return f"TIMESTAMP {sql_str(value.isoformat(sep=' '))}"
 
 
-def mapped_expressions(source: Source, mapping: Mapping) -> dict[str, str]:
-    """canonical column → SQL expression over source alias ``s`` (only the columns that are given)."""
-    out: dict[str, str] = {}
-    for col in schema.mappable_columns(mapping.target):
-        if col in mapping.constants:
-            out[col] = _literal(mapping.constants[col])
-        elif col in mapping.columns:
-            expr = mapping.columns[col]
-            if expr in source.columns:
-                out[col] = f"s.{ident(expr)}"
-            elif not _is_bare(expr):
-                out[col] = f"({expr})"
-            # else: a mapped column the file lacks: left empty (required ones fail in check_required)
-        elif col == "attributes" and mapping.attributes:
-            parts = []
-            for name, expr in mapping.attributes.items():
-                value = f"s.{ident(expr)}" if expr in source.columns else f"({expr})"
-                parts += [sql_str(name), value]
-            out[col] = f"json_object({', '.join(parts)})"
-        elif col in source.columns:
-            out[col] = f"s.{ident(col)}"
-    return out
-
-
-def bare_sources(source: Source, mapping: Mapping) -> dict[str, str]:
-    """canonical column → the source column it is taken from as is (not via an expression)."""
-    out = {}
-    for col in schema.mappable_columns(mapping.target):
-        if col in mapping.constants:
-            continue
-        name = mapping.columns.get(col, col)
-        if name in source.columns:
-            out[col] = name
-    return out
-
-
-def _is_bare(expr: str) -> bool:
-    return bool(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", expr)) and expr.upper() not in (
-        "NULL",
-        "TRUE",
-        "FALSE",
-    )
-
-
-def absent_columns(source: Source, mapping: Mapping) -> list[str]:
-    """Mapped source columns that the file does not have (each canonical column is then left empty)."""
-    return [e for c, e in mapping.columns.items() if _is_bare(e) and e not in source.columns]
-
-
-def check_required(source: Source, mapping: Mapping, exprs: dict[str, str]) -> None:
-    """A required column that is neither mapped nor present stops the file (exit 65)."""
-    missing = [c for c in schema.REQUIRED[mapping.target] if c not in exprs]
-    if mapping.target == "events" and not any(c in exprs for c in schema.EVENT_ACTOR_COLUMNS):
-        missing.append("user_id or session_id")
-    if missing:
-        named = [f"{c} (mapped from {mapping.columns[c]!r})" if c in mapping.columns else c for c in missing]
-        raise DataError(
-            f"{source.path}: required column {', '.join(named)} missing for {mapping.target} "
-            f"(mapping: {mapping.source}); the file has: {', '.join(source.columns) or 'no columns'}",
-            hint="map it in [columns] or set it in [constants] of the mapping",
-        )
-
-
 def _describe_types(con: duckdb.DuckDBPyConnection, source: Source, exprs: dict[str, str]) -> dict[str, str]:
     select = ", ".join(f"{e} AS {ident('m_' + c)}" for c, e in exprs.items())
     try:
         rows = con.sql(f"DESCRIBE SELECT {select} FROM {source.sql} AS s").fetchall()
-    except duckdb.Error as exc:
+    except (duckdb.Error, UnicodeDecodeError) as exc:  # DuckDB quotes raw bytes in some messages
         msg = str(exc).strip().splitlines()[0]
         raise DataError(f"{source.path}: a mapping expression fails: {msg}") from exc
     return {str(r[0])[2:]: str(r[1]) for r in rows}
 
 
-def _ts_expr(m: str, src_type: str, mapping: Mapping) -> str:
-    tz = sql_str(mapping.timestamp.timezone)
+#: Epoch microseconds beyond this are outside DuckDB's TIMESTAMP range (about ±292,000 years).
+_MAX_EPOCH_US = 9.2e18
+
+
+def _local_to_utc(ts: str, mapping: Mapping) -> str:
+    if mapping.timestamp.timezone == "UTC":
+        return ts
+    return f"(({ts} AT TIME ZONE {sql_str(mapping.timestamp.timezone)}) AT TIME ZONE 'UTC')"
+
+
+def _from_number(x: str, mapping: Mapping) -> str:
+    """A timestamp from a DOUBLE expression ``x``: epoch seconds, ms or us (auto: by magnitude), NULL when
+    not finite or out of range (the row is then rejected as unparseable). With unit = "auto" an 8-digit
+    whole number that is a date YYYYMMDD (19000101 … 29991231) is that date, midnight in the mapping's
+    time zone: as epoch seconds it would be a moment in 1970-1973, which no shop's events are."""
+    factor = {"s": "1e6", "ms": "1e3", "us": "1"}
     unit = mapping.timestamp.unit
+    scale = (
+        factor[unit]
+        if unit != "auto"
+        else f"CASE WHEN abs({x}) >= 1e14 THEN 1 WHEN abs({x}) >= 1e11 THEN 1e3 ELSE 1e6 END"
+    )
+    us = f"({x} * {scale})"
+    epoch = f"CASE WHEN isfinite({us}) AND abs({us}) < {_MAX_EPOCH_US} THEN make_timestamp(CAST({us} AS BIGINT)) END"
+    if unit != "auto":
+        return epoch
+    ymd = _local_to_utc(f"try_strptime(CAST(CAST({x} AS BIGINT) AS VARCHAR), '%Y%m%d')", mapping)
+    return f"CASE WHEN {x} BETWEEN 19000101 AND 29991231 AND {x} = floor({x}) THEN {ymd} ELSE {epoch} END"
+
+
+def _ts_expr(m: str, src_type: str, mapping: Mapping) -> str:
     if src_type.startswith("TIMESTAMP WITH TIME ZONE"):
         return f"make_timestamp(epoch_us({m}))"
     if src_type.startswith(("TIMESTAMP", "DATE")):
-        base = f"CAST({m} AS TIMESTAMP)"
-        return (
-            base
-            if mapping.timestamp.timezone == "UTC"
-            else f"(({base} AT TIME ZONE {tz}) AT TIME ZONE 'UTC')"
-        )
-
-    def epoch(x: str) -> str:
-        factor = {"s": "1e6", "ms": "1e3", "us": "1"}
-        if unit != "auto":
-            return f"make_timestamp(CAST({x} * {factor[unit]} AS BIGINT))"
-        return (
-            f"make_timestamp(CAST({x} * CASE WHEN abs({x}) >= 1e14 THEN 1 "
-            f"WHEN abs({x}) >= 1e11 THEN 1e3 ELSE 1e6 END AS BIGINT))"
-        )
-
-    if src_type.startswith(_NUMERIC_SOURCE):
-        return epoch(f"CAST({m} AS DOUBLE)")
+        return _local_to_utc(f"CAST({m} AS TIMESTAMP)", mapping)
+    if _numeric(src_type):
+        return _from_number(f"CAST({m} AS DOUBLE)", mapping)
     text = m if src_type == "VARCHAR" else f"CAST({m} AS VARCHAR)"
     if mapping.timestamp.format:
-        parsed = f"try_strptime(trim({text}), {sql_str(mapping.timestamp.format)})"
-        parsed = (
-            parsed
-            if mapping.timestamp.timezone == "UTC"
-            else f"(({parsed} AT TIME ZONE {tz}) AT TIME ZONE 'UTC')"
-        )
+        parsed = _local_to_utc(f"try_strptime(trim({text}), {sql_str(mapping.timestamp.format)})", mapping)
     else:
         # a text without zone is read in the session time zone, set to the mapping's during the load
         parsed = f"make_timestamp(epoch_us(try_cast({text} AS TIMESTAMPTZ)))"
-    if unit != "auto":
-        return f"coalesce({parsed}, {epoch(f'try_cast({text} AS DOUBLE)')})"
-    return f"coalesce({parsed}, {epoch(f'try_cast({text} AS DOUBLE)')})"
+    return f"coalesce({parsed}, {_from_number(f'try_cast({text} AS DOUBLE)', mapping)})"
 
 
 def _typed(col: str, sql_type: str, m: str, src_type: str, mapping: Mapping) -> str:
@@ -172,7 +119,10 @@ def _typed(col: str, sql_type: str, m: str, src_type: str, mapping: Mapping) -> 
             return f"NULLIF(CASE WHEN starts_with({v}, ' ') OR ends_with({v}, ' ') THEN trim({v}) ELSE {v} END, '')"
         return f"NULLIF(CAST({m} AS VARCHAR), '')"
     if sql_type == "DOUBLE":
-        return f"CAST({m} AS DOUBLE)" if src_type.startswith(_NUMERIC_SOURCE) else f"try_cast({m} AS DOUBLE)"
+        if _numeric(src_type):
+            return f"CAST({m} AS DOUBLE)"
+        # a STRUCT, LIST or BLOB has no cast to DOUBLE at all: through its text, the row gets a reason
+        return f"try_cast({m if src_type == 'VARCHAR' else f'CAST({m} AS VARCHAR)'} AS DOUBLE)"
     if sql_type == "BIGINT":
         return f"try_cast(try_cast(trim(CAST({m} AS VARCHAR)) AS DOUBLE) AS BIGINT)"
     if sql_type == "BOOLEAN":
@@ -200,9 +150,20 @@ def _checks(col: str, sql_type: str, m: str, given: bool, rules: Rules, target: 
     present = f"(NULLIF(trim(CAST({m} AS VARCHAR)), '') IS NOT NULL)"
     if sql_type in NUMERIC_TYPES:
         kind = "a number" if sql_type == "DOUBLE" else "a whole number"
-        out.append(f"CASE WHEN {col} IS NULL AND {present} THEN '{col} is not {kind}: ' || {_quoted(m)} END")
+        # NaN, inf and 1e309 (read as inf) parse as DOUBLE but are no price, value or quantity
+        finite = (
+            f" WHEN NOT isfinite({col}) THEN '{col} is not a finite number: ' || {_quoted(m)}"
+            if sql_type == "DOUBLE"
+            else ""
+        )
+        out.append(
+            f"CASE WHEN {col} IS NULL AND {present} THEN '{col} is not {kind}: ' || {_quoted(m)}{finite} END"
+        )
         if col in _NEGATIVE_NOT_ALLOWED:
-            out.append(f"CASE WHEN {col} < 0 THEN '{col} is negative: ' || CAST({col} AS VARCHAR) END")
+            out.append(
+                f"CASE WHEN {col} < 0 AND {col} > '-inf'::DOUBLE THEN '{col} is negative: ' || "
+                f"CAST({col} AS VARCHAR) END"
+            )
     elif sql_type == "BOOLEAN":
         out.append(
             f"CASE WHEN {col} IS NULL AND {present} THEN '{col} is not true/false: ' || {_quoted(m)} END"
@@ -227,11 +188,13 @@ def _checks(col: str, sql_type: str, m: str, given: bool, rules: Rules, target: 
 
 def stage_sql(
     con: duckdb.DuckDBPyConnection, source: Source, mapping: Mapping, rules: Rules
-) -> tuple[str, list[str]]:
-    """The SELECT producing the stage table, and the canonical columns it carries."""
+) -> tuple[str, list[str], list[str]]:
+    """The SELECT producing the stage table, the canonical columns it carries, and warnings."""
     target = mapping.target
-    exprs = mapped_expressions(source, mapping)
+    exprs, absent = mapped_expressions(con, source, mapping, allow_file_functions=rules.allow_file_functions)
+    warnings = check_absent(con, source, mapping, absent)
     check_required(source, mapping, exprs)
+    check_not_events(source, mapping, exprs)
     src_types = _describe_types(con, source, exprs) if exprs else {}
     cols = schema.mappable_columns(target)
 
@@ -287,4 +250,4 @@ def stage_sql(
         f"SELECT {', '.join(l4)} FROM (SELECT *, {reason} AS _reason FROM "
         f"(SELECT {', '.join(l2)} FROM (SELECT {', '.join(l1)} FROM {source.sql} AS s)))"
     )
-    return sql, carried
+    return sql, carried, warnings
