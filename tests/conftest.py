@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,3 +80,19 @@ def reconciled(report: dict[str, Any]) -> bool:
     return all(
         f["rows_read"] == f["rows_loaded"] + f["rows_rejected"] + f["rows_duplicate"] for f in report["files"]
     )
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 20 MiB tmpfs mounted on a fresh folder (a small disk to fill, or to remount read-only); skips the
+    test where mounting is refused; always unmounted."""
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mnt)]
+    if subprocess.run(mount, check=False, capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs is refused here")
+    try:
+        yield mnt
+    finally:
+        with contextlib.suppress(OSError):
+            subprocess.run(["umount", "-l", str(mnt)], check=False, capture_output=True)

@@ -8,7 +8,6 @@ import gzip
 import json
 import os
 import signal
-import subprocess
 import zlib
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -399,34 +398,26 @@ def test_format_xml_is_a_usage_error_before_anything(cli: CliRunner, wh: Path, t
     assert r.code == 2 and "unknown format 'xml'" in r.stderr and not wh.exists()
 
 
-def test_disk_full_shows_no_space_not_the_rollback(cli: CliRunner, tmp_path: Path) -> None:
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    if subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(disk)], check=False, capture_output=True
-    ).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
-        wh = disk / "w.duckdb"
-        assert run(cli, wh, "events", write(tmp_path / "first.csv", HEADER + rows(1))).code == 0
-        filler = disk / "filler"
-        with filler.open("wb", buffering=0) as out:  # fill the disk, then leave room for the lock file only
-            with contextlib.suppress(OSError):
-                while True:
-                    out.write(b"\0" * 4096)
-            out.truncate(max(out.tell() - (16 << 10), 0))
-        duckdb.sql(
-            "COPY (SELECT '2024-05-01T10:00:00Z' AS ts, 'u' || i AS user_id, 's1' AS session_id, 'p' || i AS "
-            f"item_id, 'view' AS event_type, 1.5 AS price FROM range(20000) t(i)) TO '{tmp_path / 'big.csv'}' (HEADER)"
-        )
-        r = run(cli, wh, "events", tmp_path / "big.csv")
-        assert r.code in (2, 65)
-        assert "No space left on device" in r.stderr and "cannot rollback" not in r.stderr
-        assert "internal error" not in r.stderr and len(error_lines(r)) == 1
-        filler.unlink()
-        assert query(wh, "SELECT count(*) FROM events") == [(1,)]  # nothing of the big file
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
+def test_disk_full_shows_no_space_not_the_rollback(cli: CliRunner, tmp_path: Path, tmpfs: Path) -> None:
+    disk = tmpfs
+    wh = disk / "w.duckdb"
+    assert run(cli, wh, "events", write(tmp_path / "first.csv", HEADER + rows(1))).code == 0
+    filler = disk / "filler"
+    with filler.open("wb", buffering=0) as out:  # fill the disk, then leave room for the lock file only
+        with contextlib.suppress(OSError):
+            while True:
+                out.write(b"\0" * 4096)
+        out.truncate(max(out.tell() - (16 << 10), 0))
+    duckdb.sql(
+        "COPY (SELECT '2024-05-01T10:00:00Z' AS ts, 'u' || i AS user_id, 's1' AS session_id, 'p' || i AS "
+        f"item_id, 'view' AS event_type, 1.5 AS price FROM range(20000) t(i)) TO '{tmp_path / 'big.csv'}' (HEADER)"
+    )
+    r = run(cli, wh, "events", tmp_path / "big.csv")
+    assert r.code in (2, 65)
+    assert "No space left on device" in r.stderr and "cannot rollback" not in r.stderr
+    assert "internal error" not in r.stderr and len(error_lines(r)) == 1
+    filler.unlink()
+    assert query(wh, "SELECT count(*) FROM events") == [(1,)]  # nothing of the big file
 
 
 @pytest.mark.parametrize(
@@ -558,3 +549,23 @@ def test_status_counts_files_once_after_force(cli: CliRunner, wh: Path, tmp_path
     assert run(cli, wh, "events", f, "--force").code == 0
     ok = cli("--json", "--warehouse", wh, "status").json["ingest"]["files"]["ok"]
     assert (ok["files"], ok["reads"], ok["read"], ok["loaded"], ok["duplicate"]) == (1, 2, 6, 3, 3)
+
+
+def test_a_keyed_json_value_that_is_not_an_object_refuses_the_file(
+    cli: CliRunner, wh: Path, tmp_path: Path
+) -> None:
+    """keyed_json rows are an object's keys: a top-level array has none and was skipped without a trace."""
+    mapping = tmp_path / "kj.toml"
+    mapping.write_text(
+        'target = "items"\n[read]\nformat = "keyed_json"\n[columns]\nitem_id = "key"\n'
+        '[attributes]\nids = "CAST(value AS JSON)"\n'
+    )
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text('{"p1": [1, 2], "p2": [3]}')
+    bad.write_text('{"p3": [4]}\n[5, 6]\n')
+    r = cli("--json", "--warehouse", wh, "ingest", "items", good, bad, "--mapping", mapping)
+    assert r.code == 65, r.stderr
+    files = {Path(f["path"]).name: f for f in r.json["files"]}
+    assert files["good.json"]["rows_loaded"] == 2
+    assert files["bad.json"]["status"] == "failed" and "not objects" in files["bad.json"]["message"]
+    assert query(wh, "SELECT item_id FROM items ORDER BY 1") == [("p1",), ("p2",)]

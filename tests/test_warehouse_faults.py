@@ -109,33 +109,25 @@ def test_a_fifo_or_a_folder_as_the_warehouse(cli: CliRunner, tmp_path: Path) -> 
         one_line_error(cli("--warehouse", tmp_path, *args), 2, "it is a folder")
 
 
-def test_unwritable_lock_folder_is_one_line_naming_the_lock_file(cli: CliRunner, tmp_path: Path) -> None:
+def test_unwritable_lock_folder_is_one_line_naming_the_lock_file(
+    cli: CliRunner, tmp_path: Path, tmpfs: Path
+) -> None:
     """A read-only mount (root ignores permission bits): the writer cannot create or lock
     <warehouse>.lock. Exit 2, not 75: waiting does not make the folder writable."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    if subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mnt)], check=False, capture_output=True
-    ).returncode:
-        pytest.skip("mounting a tmpfs is refused here")
-    try:
-        db = mnt / "wh.duckdb"
-        src = small_csv(tmp_path / "e.csv", "a")
-        assert cli("--warehouse", db, "ingest", "events", src).code == 0
-        (mnt / "wh.duckdb.lock").unlink()
-        assert (
-            subprocess.run(
-                ["mount", "-o", "remount,ro", str(mnt)], check=False, capture_output=True
-            ).returncode
-            == 0
-        )
-        r = cli("--warehouse", db, "ingest", "events", small_csv(tmp_path / "f.csv", "b"))
-        one_line_error(r, 2, f"cannot open the writer lock file {db}.lock", "Read-only file system")
-        # readers need no lock file: status still answers
-        s = cli("--json", "--warehouse", db, "status")
-        assert s.code == 0 and s.json["events"]["rows"] == 3
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False, capture_output=True)
+    mnt = tmpfs
+    db = mnt / "wh.duckdb"
+    src = small_csv(tmp_path / "e.csv", "a")
+    assert cli("--warehouse", db, "ingest", "events", src).code == 0
+    (mnt / "wh.duckdb.lock").unlink()
+    assert (
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=False, capture_output=True).returncode
+        == 0
+    )
+    r = cli("--warehouse", db, "ingest", "events", small_csv(tmp_path / "f.csv", "b"))
+    one_line_error(r, 2, f"cannot open the writer lock file {db}.lock", "Read-only file system")
+    # readers need no lock file: status still answers
+    s = cli("--json", "--warehouse", db, "status")
+    assert s.code == 0 and s.json["events"]["rows"] == 3
 
 
 # --- damaged data blocks ----------------------------------------------------------------------------
@@ -378,3 +370,21 @@ def test_six_concurrent_writers_serialize(tmp_path: Path) -> None:
     total = sum(200 + i for i in range(6))
     assert query(db, "SELECT count(*), count(DISTINCT event_key) FROM events") == [(total, total)]
     assert query(db, "SELECT count(DISTINCT source_file) FROM events") == [(6,)]
+
+
+def test_a_lock_record_that_cannot_be_written_is_one_line(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk fails the lock file's holder record: exit 2 naming the lock file, not an internal error."""
+    import errno
+
+    from recctl.warehouse import lock
+
+    def full(fd: int, data: bytes, offset: int) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(lock.os, "pwrite", full)
+    r = cli("--warehouse", tmp_path / "w.duckdb", "init")
+    assert r.code == 2, r.stderr
+    assert "cannot write the writer lock file" in r.stderr and "No space left on device" in r.stderr
+    assert "internal error" not in r.stderr

@@ -246,5 +246,9 @@ def load_file(
     except duckdb.InterruptException:
         raise
     except (RecctlError, duckdb.Error, UnicodeDecodeError) as exc:
+        from recctl.warehouse.integrity import classify
+
+        if (damaged := classify(exc)) is not None:  # the warehouse, not this file: stop the batch
+            raise damaged from exc
         return _fail(con, path, mapping, _reason(exc, inp, path), sha, started, t0)
     return result

@@ -325,6 +325,17 @@ def _keyed_json_source(con: duckdb.DuckDBPyConnection, path: Path, data: Path, r
     )
     cols = {read.key_column: "VARCHAR", read.value_column: "VARCHAR"}
     _describe(con, sql, path)
+    # a document that is not an object has no key/value pairs to reject one by one: refuse the file
+    # rather than skip it silently
+    others = con.execute(
+        f"SELECT count(*), any_value(json_type(json)) FROM read_json_objects({sql_str(str(data))}, "
+        "format='unstructured') WHERE json_type(json) <> 'OBJECT'"
+    ).fetchall()[0]
+    if others[0]:
+        raise DataError(
+            f"{path}: {others[0]} top-level JSON value(s) are not objects (e.g. {others[1]}); a keyed_json "
+            "file is one or more objects of key → value"
+        )
     return Source(path, "keyed_json", sql, columns=cols, line_mode="ordinal")
 
 

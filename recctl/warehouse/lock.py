@@ -133,8 +133,16 @@ class WarehouseLock:
             "command": self.command,
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+        except OSError as exc:  # a full disk: the holder record cannot be written, nor anything else
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            raise WarehouseError(
+                f"cannot write the writer lock file {self.path}: {exc.strerror or exc}",
+                hint="free space on that file system (nothing was written to the warehouse)",
+            ) from exc
         self._fd = fd
 
     def release(self) -> None:
