@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from recctl import windows
 from recctl.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("configs/recctl.toml")
@@ -138,6 +139,14 @@ class CandidateSpec(Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+def _window_or_error(spec: str, key: str) -> str:
+    """A window of recctl.windows, or a ValueError (pydantic reports it with the key)."""
+    try:
+        return windows.check(spec, key)
+    except ConfigError as exc:
+        raise ValueError(f"{exc.message}: use {windows.GRAMMAR}") from None
+
+
 class RankerConfig(Strict):
     """Stage two: the generators' candidates merged, described by features and ranked by LambdaRank."""
 
@@ -149,10 +158,22 @@ class RankerConfig(Strict):
     # basket of target events: order, else session, else day), auto (the one that mirrors the evaluation
     # protocol: last-item for leave-one-out, last-basket for next-basket, else temporal)
     label: Literal["auto", "temporal", "last-item", "last-basket"] = "auto"
-    label_window: str = "4w"
+    # temporal labels: the window at the end of training (recctl.windows: auto, 30m, 6h, 7d, 4w, 10%, ISO)
+    label_window: str = "auto"
+    # below this many labelled users or positives (labels found among the candidates), or when LightGBM
+    # cannot fit, the pipeline serves the fallback instead of a ranker: "blend" (the generators' lists
+    # merged by reciprocal rank) or the name of one of its generators; the run's meta says so
+    min_label_users: int = Field(20, ge=1)
+    min_positives: int = Field(20, ge=1)
+    fallback: str = Field("blend", min_length=1)
     # everything else of recctl.ranking.pipeline.PipelineParams: n_per_generator, negatives, hard_rank,
     # max_users, valid_share, features, filter_seen, chunk_users, lgbm = {n_estimators, learning_rate, ...}
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("label_window")
+    @classmethod
+    def _window(cls, v: str) -> str:
+        return _window_or_error(v, "[ranker] label_window")
 
 
 Baseline = Literal["popular", "popular-recent", "random", "personal-top"]
@@ -170,7 +191,7 @@ class EvaluateConfig(Strict):
     refused, as is the repeat variant with [rules] that exclude every bought item from the pipeline."""
 
     protocol: Protocol = "temporal"
-    cutoff: str = "4w"
+    cutoff: str = "auto"  # where the test window starts (recctl.windows: auto, 6h, 4w, 10%, ISO date)
     target_events: list[str] = Field(default_factory=lambda: ["purchase"])
     variant: Variant = "all"
     filter_seen: bool = True
@@ -182,6 +203,11 @@ class EvaluateConfig(Strict):
     recent_days: float = Field(7.0, gt=0)
     gate_metric: str = "ndcg@10"
     gate_tolerance: float = Field(0.02, ge=0, le=1)
+
+    @field_validator("cutoff")
+    @classmethod
+    def _cutoff(cls, v: str) -> str:
+        return _window_or_error(v, "[evaluate] cutoff")
 
     @field_validator("ks", "curve_ks")
     @classmethod

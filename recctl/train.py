@@ -102,6 +102,7 @@ def _train(
     cfg.runs_dir.mkdir(parents=True, exist_ok=True)
     staging = runs.staging_path(cfg.runs_dir, run_id)
     models: dict[str, Any] = {}
+    warnings: list[str] = []
     try:
         resolved = cfg.resolved()
         resolved["candidates"] = [s.model_dump() for s in specs]
@@ -131,6 +132,11 @@ def _train(
                 "top_features": dict(list((model.ranker.importances if model.ranker else {}).items())[:15]),
             }
             fitted.clear()
+            if model.fallback is not None:
+                warnings.append(
+                    f"{pipe.name} has no ranker: {model.info['fallback_reason']}; it serves the "
+                    f"{model.fallback} of its generators until there are enough labels"
+                )
         meta: dict[str, Any] = {
             "run_id": run_id,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -158,6 +164,10 @@ def _train(
                 "metrics": result["models"][judged.name]["metrics"],
                 "gate": result["gate"],
             }
+            if result["gate"].get("note"):
+                warnings.append(f"gate: {result['gate']['note']}")
+        if warnings:
+            meta["warnings"] = warnings
         meta["status"] = "gate_failed" if gate_result and not gate_result.passed else "trained"
         path = runs.finish(cfg.runs_dir, staging, run_id, meta)
     except BaseException:

@@ -25,6 +25,7 @@ class TestPipeline(GeneratorContract):
     kind = "pipeline"
     params: ClassVar[dict[str, Any]] = {
         "generators": GENERATORS, "label": "last-item", "valid_share": 0.0, "lgbm": TINY_LGBM,
+        "min_label_users": 1, "min_positives": 1,  # tiny data: the ranker itself, not its fallback
     }  # fmt: skip
 
     def make(self) -> CandidateGenerator:

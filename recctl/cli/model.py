@@ -70,7 +70,10 @@ def render_evaluation(result: dict[str, Any], c: Console) -> None:
         c.print(t)
     for name, r in result["models"].items():
         tr = r.get("training") or {}
-        if tr:
+        if tr.get("fallback"):
+            c.print(f"{name} has no ranker: it serves the {tr['fallback']} of its generators "
+                    f"({tr.get('fallback_reason')})", markup=False)  # fmt: skip
+        elif tr:
             c.print(f"{name}'s ranker learned from the {tr.get('label_split')} labels of {tr.get('label_users', 0):,} "
                     f"users ({tr.get('train_users', 0):,} for training, {tr.get('valid_users', 0):,} for early stopping)")  # fmt: skip
         lifts = r.get("lift") or {}
@@ -140,7 +143,11 @@ def register(app: typer.Typer) -> None:
         ] = None,
         cutoff: Annotated[
             str | None,
-            typer.Option("--cutoff", help="temporal: '4w', '28d' (last weeks/days) or an ISO date"),
+            typer.Option(
+                "--cutoff",
+                help="temporal: where the test window starts: auto, 30m, 6h, 7d, 4w (back from the last "
+                "event), 10% (of the data's span) or an ISO date (default: [evaluate] cutoff)",
+            ),
         ] = None,
         models: Annotated[
             str | None, typer.Option("--models", help="only these models, comma-separated")
@@ -197,6 +204,13 @@ def register(app: typer.Typer) -> None:
         state.out.emit(result, lambda c: render_evaluation(result, c))
         if report is not None:
             state.out.info(f"report: {result['report']}")
+        for name, r in result["models"].items():
+            tr = r.get("training") or {}
+            if tr.get("fallback"):
+                state.out.warn(f"{name} has no ranker on this split: {tr.get('fallback_reason')}; it was "
+                               f"evaluated as the {tr['fallback']} of its generators")  # fmt: skip
+        if gate_result is not None and gate_result.note:
+            state.out.warn(f"gate: {gate_result.note}")
         if gate_result is not None and not gate_result.passed:
             raise GateFailedError(gate_result.reason)
 
@@ -229,6 +243,8 @@ def register(app: typer.Typer) -> None:
         names = [c.strip() for c in candidates.split(",")] if candidates else None
         result = train(cfg, gate=gate, names=names, ranker=not no_ranker, wait=wait)
         _removed(state, result.pop("removed_staging"))
+        for warning in result.get("warnings", []):
+            state.out.warn(warning)
         state.out.emit(result, lambda c: c.print(f"trained and promoted run [bold]{result['run_id']}[/]: "
                                                   f"{', '.join(result['models'])}"))  # fmt: skip
 

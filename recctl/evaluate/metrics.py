@@ -372,7 +372,11 @@ def paired_lift(
     boot = _bootstrap_means(values, max(1, n_boot), seed, min(chunk_rows, max(1, n_boot)))
     with np.errstate(divide="ignore", invalid="ignore"):
         lifts = boot[:, 0] / boot[:, 1] - 1.0
+    lifts = lifts[np.isfinite(lifts)]  # a resample where the other model scored 0 has no relative lift
+    if lifts.size == 0:
+        nan = float("nan")
+        return nan, nan, nan
     alpha = (1.0 - ci) / 2.0
-    low, high = np.nanquantile(lifts, [alpha, 1.0 - alpha])
+    low, high = np.quantile(lifts, [alpha, 1.0 - alpha])
     point = float(values[:, 0].mean() / values[:, 1].mean() - 1.0)
     return point, float(low), float(high)

@@ -95,6 +95,7 @@ def _split(
             cutoff or cfg.evaluate.cutoff,
             target_events=cfg.evaluate.target_events,
             variant=opts.variant,
+            key="--cutoff" if cutoff else "[evaluate] cutoff",
         )
     if opts.protocol == "leave-one-out":
         return leave_one_out(events)
@@ -165,6 +166,8 @@ def _training(pipe: Any) -> dict[str, Any]:
         "valid_users",
         "positives",
         "best_iteration",
+        "fallback",
+        "fallback_reason",
     )
     return {k: pipe.info[k] for k in keys if k in pipe.info}
 

@@ -61,6 +61,7 @@ def _gate(
     if metric not in result["models"][candidate.name]["metrics"]:
         raise ConfigError(f"gate metric {metric!r} is not computed (ks: {opts.ks})")
     current = runs.promoted(cfg.runs_dir)
+    note = ""
     if current is None:
         ref_spec = CandidateSpec(
             name="popular-recent", kind="popular", params={"window_days": cfg.evaluate.recent_days}
@@ -80,6 +81,13 @@ def _gate(
             raise damaged(path, "config.json", f"is not a configuration of this recctl ({why})") from exc
         ref_spec = pipeline_spec(conf, opts.protocol, filter_seen=opts.filter_seen) or conf.candidates[0]
         ref_name = f"promoted run {current} ({ref_spec.name})"
+        differs = G.settings_diff(conf.resolved(), cfg.resolved())
+        if differs:  # the reference is fitted again with the run's own settings, not today's: say so
+            shown = ", ".join(differs[:6]) + (f" and {len(differs) - 6} more" if len(differs) > 6 else "")
+            note = (
+                f"the reference was re-fitted with run {current}'s own settings, which differ from the "
+                f"current config in {shown}"
+            )
     if ref_spec.name in result["models"] and current is None:
         ref_value = result["models"][ref_spec.name]["metrics"][metric]
     else:
@@ -88,7 +96,9 @@ def _gate(
         )
         ref_value = ref["models"]["_reference"]["metrics"][metric]
     cand_value = result["models"][candidate.name]["metrics"][metric]
-    return G.check(metric, (candidate.name, cand_value), (ref_name, ref_value), cfg.evaluate.gate_tolerance)
+    return G.check(
+        metric, (candidate.name, cand_value), (ref_name, ref_value), cfg.evaluate.gate_tolerance, note
+    )
 
 
 def one_basket_each(test: pl.DataFrame) -> bool:
@@ -178,6 +188,8 @@ def run_evaluate(
             raise ConfigError(f"the gate judges {judged.name}: include it in --models")
         gate_result = _gate(cfg, split, opts, result, items, judged)
         result["gate"] = {"passed": gate_result.passed, "reason": gate_result.reason}
+        if gate_result.note:
+            result["gate"]["note"] = gate_result.note
     if not wh.read_only:
         result["eval_id"] = store(wh.con, result)
     return result, gate_result

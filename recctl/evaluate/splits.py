@@ -15,17 +15,15 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import polars as pl
 
+from recctl import windows
 from recctl.data import basket_key
 from recctl.errors import ConfigError, DataError
-
-_LAST = re.compile(r"^\s*(?:last\s+)?(\d+)\s*(d|w|days?|weeks?)\s*$", re.IGNORECASE)
 
 
 @dataclass
@@ -69,20 +67,11 @@ class Split:
         )
 
 
-def parse_cutoff(spec: str, last_ts: datetime) -> datetime:
-    """'4w', '28d', 'last 4 weeks' → that long before the last event (at midnight); else an ISO date/time."""
-    m = _LAST.match(spec)
-    if m:
-        n, unit = int(m.group(1)), m.group(2).lower()
-        days = n * 7 if unit.startswith("w") else n
-        end = datetime(last_ts.year, last_ts.month, last_ts.day) + timedelta(days=1)
-        return end - timedelta(days=days)
-    try:
-        return datetime.fromisoformat(spec).replace(tzinfo=None)
-    except ValueError as exc:
-        raise ConfigError(
-            f"cutoff {spec!r} is neither 'last N days/weeks' (e.g. 4w) nor an ISO date"
-        ) from exc
+def parse_cutoff(
+    spec: str, last_ts: datetime, first_ts: datetime | None = None, key: str = "cutoff"
+) -> datetime:
+    """The start of the window ``spec`` (``recctl.windows``: auto, 30m, 6h, 4w, 10%, an ISO date)."""
+    return windows.cutoff(spec, last_ts if first_ts is None else first_ts, last_ts, key)
 
 
 def _counts(split: Split) -> dict[str, Any]:
@@ -96,25 +85,34 @@ def _counts(split: Split) -> dict[str, Any]:
     }
 
 
-def temporal(events: pl.DataFrame, cutoff: str, *, target_events: list[str], variant: str = "all") -> Split:
+def temporal(
+    events: pl.DataFrame, cutoff: str, *, target_events: list[str], variant: str = "all",
+    key: str = "[evaluate] cutoff",
+) -> Split:  # fmt: skip
+    """``key`` names the setting ``cutoff`` came from, for the error when the split leaves nothing."""
     if events.height == 0:
         raise DataError("no events to evaluate on")
-    last = events["ts"].max()
-    assert isinstance(last, datetime)
-    at = parse_cutoff(cutoff, last)
+    first, last = events["ts"].min(), events["ts"].max()
+    assert isinstance(first, datetime) and isinstance(last, datetime)
+    at = parse_cutoff(cutoff, last, first, key)
     train = events.filter(pl.col("ts") < at)
     after = events.filter(pl.col("ts") >= at)
     test = after.filter(pl.col("event_type").is_in(target_events)).select("user_id", "item_id").unique()
     test = _variant_targets(test, train, variant)
     if train.height == 0 or test.height == 0:
+        n_targets = events.filter(pl.col("event_type").is_in(target_events)).height
         raise DataError(
-            f"temporal split at {at:%Y-%m-%d %H:%M} leaves {train.height} training events and "
-            f"{test.height} targets ({', '.join(target_events)}); choose another cutoff or target events"
+            f"{key} = {cutoff!r} splits at {at:%Y-%m-%d %H:%M:%S}, which leaves {train.height} events before "
+            f"it and {test.height} targets ({', '.join(target_events)}) after it; the data runs from "
+            f"{first:%Y-%m-%d %H:%M:%S} to {last:%Y-%m-%d %H:%M:%S} with {n_targets} target events in all",
+            hint=f'change {key} (e.g. a larger share such as "50%", or a duration such as 6h) or the '
+            "target events",
         )
     split = Split("temporal", variant, train, test.sort("user_id", "item_id"), cutoff=at)
     split.info = {
         **_counts(split),
         "cutoff": at.isoformat(),
+        "window": windows.resolve(cutoff, first, last),
         "test_start": at.isoformat(),
         "test_end": last.isoformat(),
         "target_events": target_events,

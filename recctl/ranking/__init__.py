@@ -43,9 +43,17 @@ def pipeline_spec(
     label: str = r.label
     if label == "auto":
         label = AUTO_LABEL.get(protocol or cfg.evaluate.protocol, "temporal")
+    if r.fallback != "blend" and r.fallback not in {g.name for g in gens}:
+        valid = ", ".join(["blend", *(g.name for g in gens)])
+        raise ConfigError(
+            f"[ranker] fallback = {r.fallback!r} is not one of the ranker's generators: {valid}"
+        )
     params: dict[str, Any] = {
         "label": label,
         "label_window": r.label_window,
+        "min_label_users": r.min_label_users,
+        "min_positives": r.min_positives,
+        "fallback": r.fallback,
         "target_events": list(cfg.evaluate.target_events),
         "filter_seen": bool(filter_seen) or not cfg.rules.allows_repurchase(),
         "rules": cfg.rules.model_dump(mode="json"),

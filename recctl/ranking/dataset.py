@@ -25,6 +25,10 @@ from recctl.evaluate.splits import leave_one_out, next_basket, temporal
 from recctl.ranking.ranker import LABEL
 
 
+class NoLabels(DataError):
+    """The ranker's label split leaves no history or no labels (the pipeline then serves its fallback)."""
+
+
 @dataclass
 class LabelSplit:
     how: str
@@ -34,17 +38,25 @@ class LabelSplit:
 
 
 def label_split(train: pl.DataFrame, how: str, window: str, target_events: list[str]) -> LabelSplit:
-    if how == "last-item":
-        s = leave_one_out(train)
-        history, labels = s.train, s.test
-    elif how == "last-basket":
-        s = next_basket(train, target_events=target_events)
-        history, labels = s.train, s.test
-    else:
-        s = temporal(train, window, target_events=target_events, variant="all")
-        history, labels = s.train, s.test
+    """History and labels; ``NoLabels`` naming the setting when one of them is empty."""
+    try:
+        if how == "last-item":
+            s = leave_one_out(train)
+        elif how == "last-basket":
+            s = next_basket(train, target_events=target_events)
+        else:
+            s = temporal(
+                train, window, target_events=target_events, variant="all", key="[ranker] label_window"
+            )
+    except NoLabels:
+        raise
+    except DataError as exc:
+        raise NoLabels(exc.message, hint=exc.hint) from exc
+    history, labels = s.train, s.test
     if history.height == 0 or labels.height == 0:
-        raise DataError(f"the ranker's {how} label split leaves no history or no labels")
+        raise NoLabels(
+            f"the ranker's {how} label split leaves {history.height} history events and {labels.height} labels"
+        )
     last = history["ts"].max()
     assert isinstance(last, datetime)
     as_of = s.cutoff if s.cutoff is not None else last + timedelta(microseconds=1)

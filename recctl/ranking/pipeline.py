@@ -45,7 +45,12 @@ class PipelineParams(Params):
     generators: list[GeneratorSpec] = Field(min_length=1)
     n_per_generator: int = Field(100, ge=1)  # candidates each generator proposes per user
     label: Literal["temporal", "last-item", "last-basket"] = "temporal"
-    label_window: str = "4w"  # temporal: the last weeks of training that provide the labels
+    label_window: str = "auto"  # temporal: the window at the end of training that provides the labels
+    # fewer labelled users / positives than these (or a LightGBM that cannot fit or learns nothing): no
+    # ranker; the pipeline serves ``fallback``, "blend" (reciprocal-rank merge) or one generator's list
+    min_label_users: int = Field(20, ge=1)
+    min_positives: int = Field(20, ge=1)
+    fallback: str = "blend"
     target_events: list[str] = Field(default_factory=lambda: ["purchase"])  # temporal labels
     filter_seen: bool = True  # candidates never include what the user already interacted with
     features: bool = True  # the feature store's user / item / pair features besides the candidates'
@@ -95,30 +100,8 @@ class Pipeline:
     ) -> None:  # fmt: skip
         p = self.params
         t0 = time.perf_counter()
-        split, cands, data = self.training_data(train, seed=seed, items=items)
-        t_users, v_users = D.split_users(data["user_id"], p.valid_share, derive_seed(seed, "valid"))
-        tr = data.join(t_users.to_frame(), on="user_id", how="semi")
-        va = data.join(v_users.to_frame(), on="user_id", how="semi")
-        features = [
-            c for c, t in data.schema.items() if c not in ("user_id", "item_id", LABEL) and t.is_numeric()
-        ]
-        self.ranker = train_ranker(tr, va, features, p.lgbm, derive_seed(seed, "lgbm"))
-        self.info = {
-            "label_split": split.how,
-            "label_as_of": split.as_of.isoformat(),
-            "label_users": split.labels["user_id"].n_unique(),
-            "train_users": t_users.len(),
-            "valid_users": v_users.len(),
-            "train_rows": tr.height,
-            "positives": int(tr[LABEL].sum()),
-            "candidate_recall": _recall(
-                cands, split.labels.join(cands.select("user_id").unique(), on="user_id")
-            ),
-            "best_iteration": self.ranker.best_iteration,
-            "valid_ndcg": self.ranker.valid_ndcg,
-            "features": len(features),
-        }
-        del data, tr, va, cands
+        self.ranker = None
+        self.info = self._fit_ranker(train, seed, items)
         final = dict(fitted or {})
         missing = [g for g in p.generators if g.name not in final]
         final |= self._fit_generators(train, seed, items, "final", missing)
@@ -128,6 +111,67 @@ class Pipeline:
         self._keep_for_rules(train, items)
         self.info["fit_s"] = round(time.perf_counter() - t0, 3)
         log.info("%s: %s", self.name, self.info)
+
+    def _fit_ranker(self, train: pl.DataFrame, seed: int, items: pl.DataFrame | None) -> dict[str, Any]:
+        """Train the ranker into ``self.ranker`` and say what it learned from; or leave it None and say
+        why the pipeline serves its fallback (too few labels, a LightGBM that cannot fit or that learned
+        nothing): a model fit on one user with all scores tied must never be served as a ranker."""
+        p = self.params
+        try:
+            split, cands, data = self.training_data(train, seed=seed, items=items)
+        except D.NoLabels as exc:
+            return self._fallback(str(exc), {})
+        learners = data["user_id"].n_unique()  # users with a positive among their candidates
+        positives = int(data[LABEL].sum()) if data.height else 0
+        info: dict[str, Any] = {
+            "label_split": split.how,
+            "label_as_of": split.as_of.isoformat(),
+            "label_users": split.labels["user_id"].n_unique(),
+            "learning_users": learners,
+            "candidate_recall": _recall(
+                cands, split.labels.join(cands.select("user_id").unique(), on="user_id")
+            ),
+        }
+        if learners < p.min_label_users or positives < p.min_positives:
+            return self._fallback(
+                f"{learners} users with {positives} positives among their candidates, below the "
+                f"minimum of {p.min_label_users} users and {p.min_positives} positives "
+                "([ranker] min_label_users / min_positives)",
+                info | {"positives": positives},
+            )
+        t_users, v_users = D.split_users(data["user_id"], p.valid_share, derive_seed(seed, "valid"))
+        tr = data.join(t_users.to_frame(), on="user_id", how="semi")
+        va = data.join(v_users.to_frame(), on="user_id", how="semi")
+        features = [
+            c for c, t in data.schema.items() if c not in ("user_id", "item_id", LABEL) and t.is_numeric()
+        ]
+        info |= {
+            "train_users": t_users.len(),
+            "valid_users": v_users.len(),
+            "train_rows": tr.height,
+            "positives": int(tr[LABEL].sum()),
+            "features": len(features),
+        }
+        from recctl.ranking.ranker import lightgbm
+
+        try:
+            ranker = train_ranker(tr, va, features, p.lgbm, derive_seed(seed, "lgbm"))
+        except (ValueError, lightgbm().basic.LightGBMError) as exc:
+            return self._fallback(f"LightGBM could not fit: {str(exc).strip()[:200]}", info)
+        if not any(v["splits"] for v in ranker.importances.values()):
+            return self._fallback("the ranker learned nothing: every tree is one leaf, all scores tied", info)
+        self.ranker = ranker
+        return info | {"best_iteration": ranker.best_iteration, "valid_ndcg": ranker.valid_ndcg}
+
+    def _fallback(self, reason: str, info: dict[str, Any]) -> dict[str, Any]:
+        fallback = self.params.fallback
+        log.info("%s: no ranker (%s): serving %s", self.name, reason, fallback)
+        return info | {"fallback": fallback, "fallback_reason": reason}
+
+    @property
+    def fallback(self) -> str | None:
+        """What the pipeline serves instead of a ranker (None: it has a ranker)."""
+        return None if self.ranker is not None else self.info.get("fallback")
 
     def training_data(
         self, train: pl.DataFrame, *, seed: int, items: pl.DataFrame | None
@@ -212,7 +256,7 @@ class Pipeline:
     ) -> pl.DataFrame:
         """Each user's ``n`` best items after ranking and the rules; ``explain`` adds the ``rules`` that
         touched each item (boosts, pins, repurchase windows, diversity moves) and the ``sources``."""
-        if self.ranker is None or n < 1:
+        if (self.ranker is None and self.fallback is None) or n < 1:
             return pl.DataFrame(schema={"user_id": pl.String, "item_id": pl.String, "score": pl.Float64,
                                         "rank": pl.Int32})  # fmt: skip
         out = [self._finish(scored, n, explain) for scored in self._ranked_chunks(users, n, exclude, explain)]
@@ -233,7 +277,7 @@ class Pipeline:
     def _ranked_chunks(
         self, users: pl.Series, n: int, exclude: pl.DataFrame | None, sources: bool
     ) -> Iterator[pl.DataFrame]:
-        assert self.ranker is not None
+        assert self.ranker is not None or self.fallback is not None
         todo = users.unique().sort().cast(pl.String)
         for lo in range(0, todo.len(), self.params.chunk_users):
             chunk = todo.slice(lo, self.params.chunk_users)
@@ -243,14 +287,28 @@ class Pipeline:
             cands = propose(self.generators, chunk, max(n, self.params.n_per_generator), ex)
             if cands.height == 0:
                 continue
-            described = self._with_features(cands, self.features)
-            scored = described.select("user_id", "item_id").with_columns(
-                score=pl.Series(self.ranker.score(described), dtype=pl.Float64)
-            )
+            if self.ranker is None:
+                scored = cands.select("user_id", "item_id", score=self._fallback_score())
+            else:
+                described = self._with_features(cands, self.features)
+                scored = described.select("user_id", "item_id").with_columns(
+                    score=pl.Series(self.ranker.score(described), dtype=pl.Float64)
+                )
             if sources:
                 src = cands.select("user_id", "item_id", sources=source_names(list(self.generators)))
                 scored = scored.join(src, on=["user_id", "item_id"], how="left")
             yield scored.sort(["user_id", "score", "item_id"], descending=[False, True, False])
+
+    def _fallback_score(self) -> pl.Expr:
+        """Without a ranker: the blend (sum of reciprocal ranks over the generators), or one generator's
+        list first in its own order and then the blend of the others."""
+        blend = pl.col("c_rrank_sum").cast(pl.Float64)
+        if self.fallback in (None, "blend"):
+            return blend
+        from recctl.ranking.merge import column_stem
+
+        rank = pl.col(f"{column_stem(str(self.fallback))}_rank").cast(pl.Float64)
+        return pl.when(rank.is_not_null()).then(1e9 - rank).otherwise(blend)
 
     # ------------------------------------------------------------------------------- save and load
 
