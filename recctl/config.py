@@ -71,6 +71,14 @@ class IngestConfig(Strict):
         description="let mapping expressions call table functions (read_csv, read_text, glob, ...), "
         "scalar functions that reach outside the row and subqueries: for trusted mappings only",
     )
+    max_reject_share: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="a file whose rejected rows reach this share of its records read (rejected / read >= "
+        "it, and at least one) makes `recctl ingest` exit 65; its accepted rows stay loaded. 1.0: only "
+        "when every row is rejected; 0: any rejected row",
+    )
 
     @field_validator("future_tolerance")
     @classmethod

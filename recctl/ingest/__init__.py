@@ -32,6 +32,11 @@ class IngestReport:
     def failed(self) -> list[FileResult]:
         return [f for f in self.files if f.status == "failed"]
 
+    @property
+    def over_reject_share(self) -> list[FileResult]:
+        """Loaded files whose rejected share reached [ingest] max_reject_share."""
+        return [f for f in self.files if f.reject_share_exceeded]
+
     def totals(self) -> dict[str, int]:
         keys = ("rows_read", "rows_loaded", "rows_rejected", "rows_duplicate")
         return {k: sum(int(getattr(f, k)) for f in self.files) for k in keys}
@@ -43,6 +48,7 @@ class IngestReport:
             "files": [f.as_dict() for f in self.files],
             "totals": self.totals(),
             "failed": len(self.failed),
+            "over_reject_share": len(self.over_reject_share),
         }
 
 
@@ -115,6 +121,14 @@ def rules_from(cfg: RecctlConfig, now: datetime | None = None) -> Rules:
     )
 
 
+def too_many_rejects(result: FileResult, max_share: float) -> bool:
+    """Whether a loaded file's rejected rows reach ``max_share`` of its records read: rejected / read >=
+    max_share with at least one rejected (so 1.0 means "every row rejected", 0 "any row rejected")."""
+    if result.status != "loaded" or not result.rows_rejected or not result.rows_read:
+        return False
+    return result.rows_rejected / result.rows_read >= max_share
+
+
 def check_format(fmt: str | None) -> None:
     """A usage error before anything is read (exit 2, no manifest row)."""
     if fmt is not None and fmt not in FORMATS:
@@ -149,6 +163,7 @@ def ingest(
         if on_file:
             on_file(path, None)
         result = load_file(wh.con, path, mapping, rules, fmt=fmt, force=force)
+        result.reject_share_exceeded = too_many_rejects(result, cfg.ingest.max_reject_share)
         report.files.append(result)
         if on_file:
             on_file(path, result)
