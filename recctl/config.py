@@ -494,6 +494,12 @@ def _format_errors(exc: ValidationError, source: str) -> str:
         loc = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             lines.append(f"unknown key '{loc}'")
+        elif err["type"] == "literal_error" and isinstance(err.get("input"), str):
+            from recctl.names import closest
+
+            valid = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
+            near = closest(err["input"], valid)
+            lines.append(f"'{loc}': {err['msg']}" + (f" (did you mean {near!r}?)" if near else ""))
         else:
             lines.append(f"'{loc}': {err['msg']}")
     return f"invalid configuration ({source}): " + "; ".join(lines)

@@ -15,6 +15,7 @@ from recctl.ingest.guard import check_mapping
 from recctl.ingest.loader import FileResult, load_file
 from recctl.ingest.mapping import FORMATS, Mapping, identity_mapping, load_mapping
 from recctl.ingest.stage import Rules
+from recctl.names import one_of
 from recctl.warehouse import Warehouse
 
 __all__ = ["FileResult", "IngestReport", "ingest", "resolve_mapping", "resolve_paths"]
@@ -97,8 +98,7 @@ def resolve_paths(specs: Iterable[str]) -> list[Path]:
 
 
 def resolve_mapping(cfg: RecctlConfig, target: str, name: str | None) -> Mapping:
-    if target not in schema.TABLES:
-        raise ConfigError(f"unknown table {target!r}; use one of {', '.join(schema.TABLES)}")
+    one_of(target, schema.TABLES, what="table", where="ingest TABLE")
     name = name or cfg.ingest.default_mapping.get(target)
     if not name:
         return identity_mapping(target)  # type: ignore[arg-type,unused-ignore]
@@ -131,8 +131,8 @@ def too_many_rejects(result: FileResult, max_share: float) -> bool:
 
 def check_format(fmt: str | None) -> None:
     """A usage error before anything is read (exit 2, no manifest row)."""
-    if fmt is not None and fmt not in FORMATS:
-        raise ConfigError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if fmt is not None:
+        one_of(fmt, FORMATS, what="format", where="--format")
 
 
 def ingest(
