@@ -72,6 +72,14 @@ class IngestConfig(Strict):
         description="let mapping expressions call table functions (read_csv, read_text, glob, ...), "
         "scalar functions that reach outside the row and subqueries: for trusted mappings only",
     )
+    max_reject_share: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="a file whose rejected rows reach this share of its records read (rejected / read >= "
+        "it, and at least one) makes `recctl ingest` exit 65; its accepted rows stay loaded. 1.0: only "
+        "when every row is rejected; 0: any rejected row",
+    )
 
     @field_validator("future_tolerance")
     @classmethod
@@ -512,6 +520,12 @@ def _format_errors(exc: ValidationError, source: str) -> str:
         loc = ".".join(str(p) for p in err["loc"])
         if err["type"] == "extra_forbidden":
             lines.append(f"unknown key '{loc}'")
+        elif err["type"] == "literal_error" and isinstance(err.get("input"), str):
+            from recctl.names import closest
+
+            valid = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
+            near = closest(err["input"], valid)
+            lines.append(f"'{loc}': {err['msg']}" + (f" (did you mean {near!r}?)" if near else ""))
         else:
             lines.append(f"'{loc}': {err['msg']}")
     return f"invalid configuration ({source}): " + "; ".join(lines)

@@ -238,3 +238,43 @@ def list_runs(runs_dir: Path) -> list[dict[str, Any]]:
         meta["promoted"] = p.name == current
         out.append(meta)
     return out
+
+
+# ------------------------------------------------------------------------------------------- pruning
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def prune(runs_dir: Path, keep: int, *, dry_run: bool = False) -> dict[str, Any]:
+    """Remove every run but the ``keep`` newest (run ids sort by creation time) and the promoted one,
+    broken runs included. Each removed run is first renamed to a hidden ``.tmp-prune-<id>`` folder (no
+    reader sees half a run; a crash leaves it to ``sweep_staging``), then deleted. Returns the kept
+    and the removed runs (id, created_at, bytes) and the bytes freed."""
+    live = promoted(runs_dir)
+    found = (
+        sorted(
+            p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".") and _looks_like_run(p)
+        )
+        if runs_dir.is_dir()
+        else []
+    )
+    newest = {p.name for p in found[len(found) - keep :]} if keep > 0 else set()
+    removed: list[dict[str, Any]] = []
+    kept: list[str] = []
+    for p in found:
+        if p.name in newest or p.name == live:
+            kept.append(p.name)
+            continue
+        try:
+            created = read_meta(p).get("created_at")
+        except NotTrainedError:
+            created = None
+        removed.append({"run_id": p.name, "created_at": created, "bytes": _size(p)})
+        if not dry_run:
+            gone = runs_dir / f"{STAGING_PREFIX}prune-{p.name}"
+            os.replace(p, gone)
+            discard(gone)
+    return {"kept": kept, "promoted": live, "removed": removed, "dry_run": dry_run,
+            "freed_bytes": sum(int(r["bytes"]) for r in removed)}  # fmt: skip

@@ -137,6 +137,7 @@ INGEST_FILES_COLUMNS: tuple[Column, ...] = (
     Column("finished_at", "TIMESTAMP", ""),
     Column("status", "VARCHAR", "ok | failed"),
     Column("message", "VARCHAR", "error for failed files"),
+    Column("mapping_sha256", "VARCHAR", "hash of the resolved mapping: a load is the same file AND mapping"),
 )
 
 INGEST_REJECTS_COLUMNS: tuple[Column, ...] = (

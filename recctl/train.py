@@ -29,6 +29,7 @@ from recctl.config import RecctlConfig
 from recctl.data import load_interactions, load_items
 from recctl.errors import DataError, GateFailedError, WarehouseError
 from recctl.evaluate.service import run_evaluate
+from recctl.names import unknown
 from recctl.seeds import derive_seed
 from recctl.warehouse import Warehouse
 
@@ -37,7 +38,7 @@ Opener = Callable[[], AbstractContextManager[Warehouse]]
 
 def train(
     cfg: RecctlConfig, *, gate: bool = False, names: list[str] | None = None, ranker: bool = True,
-    wait: float | None = None,
+    wait: float | None = None, promote: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """`recctl train`: the staging folders of killed trains are removed first; then, under the writer
     lock, read through read-only connections (serving goes on) and open read-write only for the short
@@ -56,29 +57,45 @@ def train(
                 pass  # (or the writer's own error: a newer schema, a damaged file)
         result = _train(
             cfg, lambda: open_reader(cfg, wait=read_wait), lambda: reopen_writer(cfg, wait=wait),
-            gate=gate, names=names, ranker=ranker,
+            gate=gate, names=names, ranker=ranker, promote=promote,
         )  # fmt: skip
     return {**result, "removed_staging": removed}
 
 
 def run_train(
     wh: Warehouse, cfg: RecctlConfig, *, gate: bool = False, names: list[str] | None = None,
-    ranker: bool = True,
+    ranker: bool = True, promote: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Train on an open warehouse ``wh`` (the demo's writer): reads and writes go through it."""
     runs.sweep_staging(cfg.runs_dir)
     return _train(
-        cfg, lambda: nullcontext(wh), lambda: nullcontext(wh), gate=gate, names=names, ranker=ranker
-    )
+        cfg, lambda: nullcontext(wh), lambda: nullcontext(wh), gate=gate, names=names, ranker=ranker,
+        promote=promote,
+    )  # fmt: skip
+
+
+def partial(cfg: RecctlConfig, names: list[str] | None, ranker: bool) -> str | None:
+    """Why a train is partial (it fits less than the configured pipeline), or None: a subset of
+    [[candidates]], or no ranker while [ranker] is on. A partial run replaces a live one only when asked."""
+    why = []
+    if names and set(names) != {s.name for s in cfg.candidates}:
+        why.append(f"--candidates {','.join(names)}")
+    if not ranker and cfg.ranker.enabled:
+        why.append("--no-ranker")
+    return " ".join(why) or None
 
 
 def _train(
     cfg: RecctlConfig, reading: Opener, writing: Opener, *, gate: bool, names: list[str] | None,
-    ranker: bool,
+    ranker: bool, promote: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
-    """Fit and save a run, reading the warehouse through ``reading()`` and writing through ``writing()``."""
+    """Fit and save a run, reading the warehouse through ``reading()`` and writing through ``writing()``.
+    A partial train is promoted only with ``promote`` or when no run is live."""
     from recctl.ranking import pipeline_spec
 
+    partly = partial(cfg, names, ranker)
+    if names and (bad := [n for n in names if n not in {s.name for s in cfg.candidates}]):
+        raise unknown("candidate generator", bad, [s.name for s in cfg.candidates], "--candidates")
     specs = [s for s in cfg.candidates if not names or s.name in names]
     if not specs:
         raise DataError("no candidate generators to train: check [[candidates]] or --candidates")
@@ -169,12 +186,17 @@ def _train(
         if warnings:
             meta["warnings"] = warnings
         meta["status"] = "gate_failed" if gate_result and not gate_result.passed else "trained"
+        meta["partial"] = partly
         path = runs.finish(cfg.runs_dir, staging, run_id, meta)
     except BaseException:
         runs.discard(staging)
         raise
     if gate_result is not None and not gate_result.passed:
         raise GateFailedError(f"run {run_id} not promoted: {gate_result.reason}")
+    live = runs.promoted(cfg.runs_dir)
+    if partly and not promote and live is not None:
+        why = f"a partial train ({partly}) does not replace the live run {live}"
+        return {"run_id": run_id, "path": str(path), "promoted": False, "not_promoted": why, **meta}
     runs.promote(cfg.runs_dir, run_id)
     return {"run_id": run_id, "path": str(path), "promoted": True, **meta}
 

@@ -82,8 +82,14 @@ def check(cli: CliRunner, work: Path, table: str, path: Path, read: int | None, 
         f"SELECT (SELECT count(*) FROM {table}), (SELECT count(*) FROM ingest_rejects), "
         "(SELECT list(status) FROM ingest_files)",
     )[0]
-    if r.code == 0:
-        assert error_lines(r) == [], r.stderr
+    lines = error_lines(r)
+    summary = [ln for ln in lines if ln.startswith("recctl ingest: ")]  # a file with rejects: one line
+    assert len(summary) == (1 if f["status"] == "loaded" and f["rows_rejected"] else 0), r.stderr
+    if r.code == 0 or f["reject_share_exceeded"]:  # loaded; every row rejected is exit 65, still loaded
+        assert f["reject_share_exceeded"] == (r.code == 65), f
+        if r.code == 65:
+            assert f["rows_rejected"] == f["rows_read"] > 0, f  # the default [ingest] max_reject_share 1.0
+        assert len(lines) == len(summary) + (r.code == 65), r.stderr
         assert f["status"] == "loaded"
         if read is not None:
             assert f["rows_read"] == read, (f, read)

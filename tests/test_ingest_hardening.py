@@ -183,7 +183,7 @@ def test_non_finite_numbers_are_rejected_in_every_format_and_table(
         f"TO '{pq}' (FORMAT parquet)"
     )
     r = run(cli, wh, "events", csv, js, pq)
-    assert r.code == 0 and reconciled(r.json)
+    assert r.code == 65 and reconciled(r.json)  # e.ndjson: every row rejected ([ingest] max_reject_share)
     assert [f["rows_rejected"] for f in r.json["files"]] == [6, 3, 2]
     reasons = {row[0] for row in query(wh, "SELECT reason FROM ingest_rejects")}
     assert (

@@ -388,7 +388,7 @@ def test_the_next_train_removes_a_killed_trains_staging_folder(cli: CliRunner, t
     os.kill(train.pid, signal.SIGKILL)
     train.wait(timeout=30)
     assert left.exists() and promoted_run(trainer).name == before  # kill -9: nothing can clean up
-    r = cli("--json", "--config", conf, "train", "--no-ranker", "--candidates", "trending")
+    r = cli("--json", "--config", conf, "train", "--no-ranker", "--candidates", "trending", "--promote")
     assert r.code == 0, r.stderr
     assert not left.exists() and not staging(runs_dir)
     assert promoted_run(trainer).name == r.json["run_id"]

@@ -55,6 +55,18 @@ def render_report(report: IngestReport, console: Console) -> None:
         )
 
 
+def reject_summary(f: FileResult, top: int = 3) -> str:
+    """One line for a file with rejected rows: how many of how many, the main reasons, where to look."""
+    name = Path(f.path).name
+    kinds = list(f.reject_reasons.items())
+    why = ", ".join(f"{n:,} {k}" for k, n in kinds[:top]) + (", …" if len(kinds) > top else "")
+    return (
+        f"recctl ingest: {name}: {f.rows_rejected:,} of {f.rows_read:,} rows rejected"
+        + (f" ({why})" if why else "")
+        + f"; see recctl rejects --file {name}"
+    )
+
+
 def _warn(out: Output, message: str) -> None:
     """One warning line on stderr, never wrapped (a log line per file)."""
     from rich.markup import escape
@@ -89,8 +101,11 @@ def register(app: typer.Typer) -> None:
         Each file is one transaction. Bad rows go to the ingest_rejects table with file, line, raw text and
         reason; the per-file counts always reconcile: read = loaded + rejected + duplicate. Files whose
         content was already loaded are skipped (use --force to re-read). Exit 65 when a file cannot be
-        loaded at all (e.g. a required column is missing), 66 when an input does not exist, 75 when another
-        job holds the warehouse.
+        loaded at all (e.g. a required column is missing) or when a file's rejected rows reach [ingest]
+        max_reject_share of its records (default 1.0: every row rejected; the accepted rows stay loaded),
+        66 when an input does not exist, 75 when another job holds the warehouse. A file with rejected
+        rows always prints one summary line on stderr, even with --quiet. A file is the same load only
+        with the same content AND the same mapping content: a fixed mapping re-reads it.
         """
         from recctl.ingest import check_format, ingest, resolve_mapping, resolve_paths
         from recctl.warehouse import open_writer
@@ -121,7 +136,25 @@ def register(app: typer.Typer) -> None:
                     _warn(out, f"{Path(f.path).name}: {w}")
             for f in report.failed[1:]:
                 _warn(out, f"failed: {f.message}")
+        # rejected rows are news for cron too: one line per such file, even with --quiet or --json
+        for f in report.files:
+            if f.status == "loaded" and f.rows_rejected:
+                out.err.print(reject_summary(f), markup=False, highlight=False, soft_wrap=True)
         if report.failed:
             first = report.failed[0]
             more = f" (and {len(report.failed) - 1} more files)" if len(report.failed) > 1 else ""
             raise DataError(f"{first.message}{more}")
+        if over := report.over_reject_share:
+            f = over[0]
+            more = f" (and {len(over) - 1} more files)" if len(over) > 1 else ""
+            raise DataError(
+                f"{Path(f.path).name}: {f.rows_rejected:,} of {f.rows_read:,} rows rejected "
+                f"({f.rows_rejected / f.rows_read:.0%}), at or above [ingest] max_reject_share = "
+                f"{cfg.ingest.max_reject_share!r}{more}; "
+                + (
+                    f"its accepted rows ({f.rows_loaded:,}) stay loaded"
+                    if f.rows_loaded
+                    else "nothing was loaded"
+                ),
+                hint=f"see `recctl rejects --file {Path(f.path).name}`; a fixed mapping re-reads the file",
+            )

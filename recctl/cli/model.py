@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, get_args
 
 import typer
 
 from recctl.cli.state import State
+from recctl.config import Protocol, RecctlConfig, Variant
 from recctl.errors import ConfigError, GateFailedError
+from recctl.names import name_list, one_of
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -21,6 +23,12 @@ def _ks(text: str | None) -> list[int] | None:
         return sorted({int(k) for k in text.split(",") if k.strip()})
     except ValueError:
         raise ConfigError(f"--k takes a comma-separated list of integers, not {text!r}") from None
+
+
+def model_names(cfg: RecctlConfig) -> list[str]:
+    """What `evaluate --models` can name: the ranked pipeline (when on), the generators, the baselines."""
+    pipeline = [cfg.ranker.name] if cfg.ranker.enabled and cfg.candidates else []
+    return pipeline + [s.name for s in cfg.candidates] + list(cfg.evaluate.baselines)
 
 
 def render_evaluation(result: dict[str, Any], c: Console) -> None:
@@ -190,10 +198,14 @@ def register(app: typer.Typer) -> None:
 
         state: State = ctx.obj
         cfg = state.config
+        if protocol is not None:
+            one_of(protocol, get_args(Protocol), what="protocol", where="--protocol")
+        if variant is not None:
+            one_of(variant, get_args(Variant), what="variant", where="--variant")
+        chosen = name_list(models, model_names(cfg), what="model", where="--models") if models else None
         with open_writer(cfg, "evaluate", wait=wait) as wh:
             result, gate_result = run_evaluate(
-                wh, cfg, protocol=protocol, variant=variant, ks=_ks(k), cutoff=cutoff,
-                models=[m.strip() for m in models.split(",")] if models else None,
+                wh, cfg, protocol=protocol, variant=variant, ks=_ks(k), cutoff=cutoff, models=chosen,
                 train_files=train, test_files=test, mapping=mapping, dataset=dataset, gate=gate,
                 candidate_ns=_ks(candidate_n),
             )  # fmt: skip
@@ -218,13 +230,30 @@ def register(app: typer.Typer) -> None:
     def train_cmd(
         ctx: typer.Context,
         candidates: Annotated[
-            str | None, typer.Option("--candidates", help="only these configured generators, comma-separated")
+            str | None,
+            typer.Option(
+                "--candidates",
+                help="only these configured generators, comma-separated (a partial train: not promoted "
+                "over the live run without --promote)",
+            ),
         ] = None,
         gate: Annotated[
             bool, typer.Option("--gate", help="promote only if it evaluates as well as the promoted run")
         ] = False,
         no_ranker: Annotated[
-            bool, typer.Option("--no-ranker", help="fit the generators only, no LightGBM ranking stage")
+            bool,
+            typer.Option(
+                "--no-ranker",
+                help="fit the generators only, no LightGBM ranking stage (a partial train when the config "
+                "has the ranker on)",
+            ),
+        ] = False,
+        promote: Annotated[
+            bool,
+            typer.Option(
+                "--promote",
+                help="promote a partial train (--candidates subset, --no-ranker) over the live run",
+            ),
         ] = False,
         wait: Annotated[
             float | None, typer.Option("--wait", help="wait up to SECONDS for the warehouse")
@@ -234,19 +263,35 @@ def register(app: typer.Typer) -> None:
 
         The run folder holds the resolved config, meta.json, the fitted models as plain data and a manifest
         of their checksums. It is moved into place only when complete; a failure (or a failed --gate, exit 3)
-        leaves the promoted run live. Train holds the writer lock but reads read-only: serving goes on.
+        leaves the promoted run live. A partial train (a --candidates subset, or --no-ranker with the ranker
+        configured) is saved but does not replace a live run unless --promote is given. Train holds the
+        writer lock but reads read-only: serving goes on.
         """
         from recctl.train import train
 
         state: State = ctx.obj
         cfg = state.config
-        names = [c.strip() for c in candidates.split(",")] if candidates else None
-        result = train(cfg, gate=gate, names=names, ranker=not no_ranker, wait=wait)
+        valid = [s.name for s in cfg.candidates]
+        names = (
+            name_list(candidates, valid, what="candidate generator", where="--candidates")
+            if candidates
+            else None
+        )
+        result = train(cfg, gate=gate, names=names, ranker=not no_ranker, wait=wait, promote=promote)
         _removed(state, result.pop("removed_staging"))
         for warning in result.get("warnings", []):
             state.out.warn(warning)
-        state.out.emit(result, lambda c: c.print(f"trained and promoted run [bold]{result['run_id']}[/]: "
-                                                  f"{', '.join(result['models'])}"))  # fmt: skip
+        run_id = result["run_id"]
+        done = "trained and promoted" if result["promoted"] else "trained (not promoted)"
+        state.out.emit(
+            result, lambda c: c.print(f"{done} run [bold]{run_id}[/]: {', '.join(result['models'])}")
+        )
+        if not result["promoted"]:  # news for a cron log too: said whatever the output mode
+            state.out.err.print(
+                f"recctl train: run {run_id} saved, not promoted: {result['not_promoted']}; promote it with "
+                f"`recctl runs promote {run_id}`, or train with --promote",
+                markup=False, highlight=False, soft_wrap=True,
+            )  # fmt: skip
 
     runs_app = typer.Typer(help="List, inspect and promote model runs.", no_args_is_help=True)
     app.add_typer(runs_app, name="runs")
@@ -276,6 +321,35 @@ def register(app: typer.Typer) -> None:
         for r in rows:
             if r.get("problem"):
                 state.out.warn(f"run {r['run_id']} is broken: {r['problem']}")
+
+    @runs_app.command("prune")
+    def runs_prune(
+        ctx: typer.Context,
+        keep: Annotated[
+            int,
+            typer.Option("--keep", min=0, help="how many of the newest runs to keep (besides the promoted)"),
+        ],
+        dry_run: Annotated[
+            bool, typer.Option("--dry-run", help="list what would be removed, remove nothing")
+        ] = False,
+        wait: Annotated[
+            float | None,
+            typer.Option("--wait", help="wait up to SECONDS for a running train (the writer lock)"),
+        ] = None,
+    ) -> None:
+        """Remove old runs: all but the KEEP newest, and never the promoted run (broken runs count like the
+        others). Holds the writer lock, so it waits for a running train. --json lists the removed runs."""
+        from recctl.runs import prune
+        from recctl.warehouse import writer_lock
+
+        state: State = ctx.obj
+        cfg = state.config
+        with writer_lock(cfg, "runs prune", wait=wait):
+            doc = prune(cfg.runs_dir, keep, dry_run=dry_run)
+        verb = "would remove" if dry_run else "removed"
+        state.out.emit(doc, lambda c: c.print(
+            f"{verb} {len(doc['removed'])} run(s), {doc['freed_bytes'] / 1e6:.1f} MB; kept {len(doc['kept'])}"
+            + (f" (promoted {doc['promoted']})" if doc["promoted"] else ""), markup=False))  # fmt: skip
 
     @runs_app.command("show")
     def runs_show(ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="run id")]) -> None:

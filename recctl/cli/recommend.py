@@ -99,6 +99,11 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("--out goes with --all")
         if list_name != "main" and user is None:
             raise ConfigError("--list goes with --user")
+        from recctl.names import one_of
+        from recctl.serving.item import STRATEGIES
+
+        one_of(strategy, STRATEGIES, what="strategy", where="--strategy")
+        one_of(list_name, service.LISTS, what="list", where="--list")
         state: State = ctx.obj
         cfg = state.config
         if all_:  # it takes the writer lock itself: it reads read-only until it writes

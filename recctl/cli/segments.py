@@ -145,8 +145,8 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(
                 "--now",
-                help="evaluate as of this ISO date or time (UTC; later events ignored); "
-                "default: the current time",
+                help="evaluate as of this ISO date or time (UTC; later events ignored); default: the "
+                "current time, or the newest event when it is more than a day older (with a warning)",
             ),
         ] = None,
         wait: Annotated[
@@ -154,7 +154,9 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Compute every segment's members from the events, catalog and customers, and replace the
-        segment_members table with them in one transaction (run it after each ingest, e.g. nightly)."""
+        segment_members table with them in one transaction (run it after each ingest, e.g. nightly).
+        An export that lags the clock by more than a day is evaluated as of its newest event, so that
+        recency conditions do not empty: a warning says so; --now overrides."""
         from recctl.rules.segments import apply_segments
         from recctl.warehouse import open_writer
 
@@ -165,4 +167,8 @@ def register(app: typer.Typer) -> None:
             raise WarehouseError(f"no warehouse at {cfg.warehouse.path}", hint="run `recctl ingest` first")
         with open_writer(cfg, "segments apply", wait=wait) as wh:
             doc = apply_segments(wh, cfg, now=when)
+        from rich.markup import escape
+
+        for w in doc["warnings"]:  # it changed what was computed: said even with --quiet, on one line
+            state.out.err.print(f"[yellow]warning:[/] {escape(w)}", soft_wrap=True)
         state.out.emit(doc, lambda c: _render_apply(doc, c))

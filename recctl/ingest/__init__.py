@@ -15,6 +15,7 @@ from recctl.ingest.guard import check_mapping
 from recctl.ingest.loader import FileResult, load_file
 from recctl.ingest.mapping import FORMATS, Mapping, identity_mapping, load_mapping
 from recctl.ingest.stage import Rules
+from recctl.names import one_of
 from recctl.warehouse import Warehouse
 
 __all__ = ["FileResult", "IngestReport", "ingest", "resolve_mapping", "resolve_paths"]
@@ -32,6 +33,11 @@ class IngestReport:
     def failed(self) -> list[FileResult]:
         return [f for f in self.files if f.status == "failed"]
 
+    @property
+    def over_reject_share(self) -> list[FileResult]:
+        """Loaded files whose rejected share reached [ingest] max_reject_share."""
+        return [f for f in self.files if f.reject_share_exceeded]
+
     def totals(self) -> dict[str, int]:
         keys = ("rows_read", "rows_loaded", "rows_rejected", "rows_duplicate")
         return {k: sum(int(getattr(f, k)) for f in self.files) for k in keys}
@@ -43,6 +49,7 @@ class IngestReport:
             "files": [f.as_dict() for f in self.files],
             "totals": self.totals(),
             "failed": len(self.failed),
+            "over_reject_share": len(self.over_reject_share),
         }
 
 
@@ -91,8 +98,7 @@ def resolve_paths(specs: Iterable[str]) -> list[Path]:
 
 
 def resolve_mapping(cfg: RecctlConfig, target: str, name: str | None) -> Mapping:
-    if target not in schema.TABLES:
-        raise ConfigError(f"unknown table {target!r}; use one of {', '.join(schema.TABLES)}")
+    one_of(target, schema.TABLES, what="table", where="ingest TABLE")
     name = name or cfg.ingest.default_mapping.get(target)
     if not name:
         return identity_mapping(target)  # type: ignore[arg-type,unused-ignore]
@@ -115,10 +121,18 @@ def rules_from(cfg: RecctlConfig, now: datetime | None = None) -> Rules:
     )
 
 
+def too_many_rejects(result: FileResult, max_share: float) -> bool:
+    """Whether a loaded file's rejected rows reach ``max_share`` of its records read: rejected / read >=
+    max_share with at least one rejected (so 1.0 means "every row rejected", 0 "any row rejected")."""
+    if result.status != "loaded" or not result.rows_rejected or not result.rows_read:
+        return False
+    return result.rows_rejected / result.rows_read >= max_share
+
+
 def check_format(fmt: str | None) -> None:
     """A usage error before anything is read (exit 2, no manifest row)."""
-    if fmt is not None and fmt not in FORMATS:
-        raise ConfigError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}")
+    if fmt is not None:
+        one_of(fmt, FORMATS, what="format", where="--format")
 
 
 def ingest(
@@ -149,6 +163,7 @@ def ingest(
         if on_file:
             on_file(path, None)
         result = load_file(wh.con, path, mapping, rules, fmt=fmt, force=force)
+        result.reject_share_exceeded = too_many_rejects(result, cfg.ingest.max_reject_share)
         report.files.append(result)
         if on_file:
             on_file(path, result)

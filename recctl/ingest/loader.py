@@ -25,7 +25,7 @@ import duckdb
 from recctl.errors import DataError, RecctlError, WarehouseError
 from recctl.ingest import write
 from recctl.ingest.inputs import Input, check_regular, file_sha256, prepared
-from recctl.ingest.mapping import Mapping
+from recctl.ingest.mapping import Mapping, content_hash
 from recctl.ingest.sources import (
     LINES_TABLE,
     REJECTS_SCAN,
@@ -37,6 +37,7 @@ from recctl.ingest.sources import (
 )
 from recctl.ingest.stage import Rules, stage_sql
 from recctl.ingest.write import STAGE, scalar
+from recctl.schema import INGEST_FILES_COLUMNS
 
 
 @dataclass
@@ -52,29 +53,54 @@ class FileResult:
     message: str = ""
     #: what a person should know about a loaded file (also printed on stderr by the CLI)
     warnings: list[str] = field(default_factory=list)
+    #: rejected rows per kind of reason ("missing ts": 2), most frequent first; a row with two
+    #: reasons counts under both
+    reject_reasons: dict[str, int] = field(default_factory=dict)
+    #: rows_rejected / rows_read reached [ingest] max_reject_share (set by ``ingest``): exit 65
+    reject_share_exceeded: bool = False
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
-def previous_load(con: duckdb.DuckDBPyConnection, sha: str, target: str) -> tuple[str, datetime] | None:
+def previous_load(
+    con: duckdb.DuckDBPyConnection, sha: str, target: str
+) -> tuple[str, datetime, str | None] | None:
+    """The latest successful load of this content into ``target``: path, time and mapping hash."""
     rows = con.execute(
-        "SELECT path, finished_at FROM ingest_files WHERE sha256 = ? AND target = ? AND status = 'ok' "
-        "ORDER BY finished_at DESC LIMIT 1",
+        "SELECT path, finished_at, mapping_sha256 FROM ingest_files WHERE sha256 = ? AND target = ? "
+        "AND status = 'ok' ORDER BY finished_at DESC LIMIT 1",
         [sha, target],
     ).fetchall()
-    return (str(rows[0][0]), rows[0][1]) if rows else None
+    return (str(rows[0][0]), rows[0][1], rows[0][2]) if rows else None
+
+
+_MANIFEST_COLUMNS = ", ".join(c.name for c in INGEST_FILES_COLUMNS)
 
 
 def _record(
-    con: duckdb.DuckDBPyConnection, r: FileResult, sha: str | None, mapping: str, started: datetime
+    con: duckdb.DuckDBPyConnection, r: FileResult, sha: str | None, mapping: Mapping, started: datetime
 ) -> None:
     con.execute(
-        "INSERT INTO ingest_files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [r.path, sha, r.target, mapping, r.rows_read, r.rows_loaded, r.rows_rejected, r.rows_duplicate,
+        f"INSERT INTO ingest_files ({_MANIFEST_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [r.path, sha, r.target, mapping.source, r.rows_read, r.rows_loaded, r.rows_rejected, r.rows_duplicate,
          started, datetime.now(UTC).replace(tzinfo=None), "ok" if r.status != "failed" else "failed",
-         r.message or None],
+         r.message or None, content_hash(mapping)],
     )  # fmt: skip
+
+
+#: one reject reason → its kind: timestamps, then ": value" and a trailing quoted value dropped
+_REASON_KINDS = (
+    "SELECT k, count(*) AS n FROM (SELECT lower(trim(regexp_replace(regexp_replace(regexp_replace("
+    r"part, ' ?\d{4}-\d\d-\d\d([ T][0-9:.]+)?', '', 'g'), ':.*$', ''), ' ''.*''$', ''))) AS k "
+    "FROM (SELECT unnest(string_split(reason, '; ')) AS part FROM ingest_rejects "
+    "WHERE source_file = ? AND target = ?)) GROUP BY k ORDER BY n DESC, k"
+)
+
+
+def reject_reasons(con: duckdb.DuckDBPyConnection, path: str, target: str) -> dict[str, int]:
+    """The file's rejected rows per kind of reason ("missing ts", "price is not a number"), in SQL."""
+    return {str(k): int(n) for k, n in con.execute(_REASON_KINDS, [path, target]).fetchall()}
 
 
 def one_line(text: str) -> str:
@@ -167,6 +193,8 @@ def _load(
         )
     result.rows_read, result.rows_loaded = read, loaded
     result.rows_rejected, result.rows_duplicate = rejected, duplicate
+    if rejected:
+        result.reject_reasons = reject_reasons(con, str(path), target)
     if read == 0:
         result.message = "no records (header only?)"
         result.warnings.append(result.message)
@@ -187,7 +215,7 @@ def _fail(
     result = FileResult(str(path), mapping.target, "failed", message=message)
     result.seconds = round(time.perf_counter() - t0, 3)
     try:
-        _record(con, result, sha, mapping.source, started)
+        _record(con, result, sha, mapping, started)
     except duckdb.InterruptException:
         raise
     except duckdb.Error as exc:
@@ -220,10 +248,17 @@ def load_file(
             raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
     except DataError as exc:
         return _fail(con, path, mapping, exc.message, sha, started, t0)
-    if not force and (prev := previous_load(con, sha, target)) is not None:
+    prev = previous_load(con, sha, target)
+    if not force and prev is not None and prev[2] == content_hash(mapping):
         result.status = "unchanged"
-        result.message = f"same content already loaded from {prev[0]} at {prev[1]:%Y-%m-%d %H:%M:%S}"
+        result.message = (
+            f"same content already loaded from {prev[0]} at {prev[1]:%Y-%m-%d %H:%M:%S} with the same mapping"
+        )
         return result
+    if not force and prev is not None:  # the file is the same, what the mapping makes of it is not
+        result.message = f"re-read: loaded from {prev[0]} at {prev[1]:%Y-%m-%d %H:%M:%S} with " + (
+            "another mapping content" if prev[2] else "a recctl that did not record the mapping"
+        )
     inp: Input | None = None
     try:
         with prepared(path) as inp:
@@ -234,7 +269,7 @@ def load_file(
                 _load(con, inp, mapping, rules, fmt, result, started)
                 result.warnings = [one_line(w) for w in result.warnings]
                 result.seconds = round(time.perf_counter() - t0, 3)
-                _record(con, result, sha, mapping.source, started)
+                _record(con, result, sha, mapping, started)
                 con.execute("COMMIT")
             except BaseException:
                 _quietly(con, "ROLLBACK")

@@ -153,6 +153,16 @@ class Mapping(Strict):
         return self
 
 
+def content_hash(mapping: Mapping) -> str:
+    """SHA-256 of what the mapping does (every key but where it came from and its description): a file
+    loaded with another mapping content is not the same load, so fixing a mapping re-reads the file."""
+    import hashlib
+    import json
+
+    what = mapping.model_dump(mode="json", exclude={"source", "description"})
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+
+
 def identity_mapping(target: schema.TableName) -> Mapping:
     return Mapping(target=target)
 

@@ -34,9 +34,11 @@ def pipeline_spec(
     if not r.enabled or not pool:
         return None
     known = {c.name: c for c in pool}
-    unknown = [g for g in r.generators if g not in known]
-    if unknown:
-        raise ConfigError(f"[ranker] generators {', '.join(unknown)} are not in [[candidates]]")
+    missing = [g for g in r.generators if g not in known]
+    if missing:
+        from recctl.names import unknown
+
+        raise unknown("generator", missing, list(known), "[ranker] generators (names from [[candidates]])")
     gens = [known[g] for g in r.generators] if r.generators else [c for c in pool if c.kind != "random"]
     if not gens:  # only the random baseline: nothing to rank
         return None

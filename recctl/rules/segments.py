@@ -209,14 +209,39 @@ def _file(cfg: RecctlConfig) -> SegmentsFile:
     return load_segments(cfg.serving.segments_file)
 
 
+#: without --now, an export whose newest event is older than this before the clock is evaluated as of
+#: its newest event: recency measured from the clock would put every customer in the past
+EXPORT_LAG = timedelta(days=1)
+
+
+def default_now(con: duckdb.DuckDBPyConnection, clock: datetime) -> tuple[datetime, str | None]:
+    """``segments apply``'s time without --now: the clock, or the newest event when the export lags the
+    clock by more than EXPORT_LAG (with the warning to print)."""
+    latest = con.sql("SELECT max(ts) FROM events").fetchall()[0][0]
+    if latest is None or latest >= clock - EXPORT_LAG:
+        return clock, None
+    lag = (clock - latest).total_seconds() / 86_400
+    return latest, (
+        f"the newest event ({latest:%Y-%m-%d %H:%M}) is {lag:.1f} days before the current time: segments are "
+        "evaluated as of the newest event (recency, window_days); pass --now to choose another time"
+    )
+
+
 def apply_segments(wh: Warehouse, cfg: RecctlConfig, now: datetime | None = None) -> dict[str, Any]:
-    """Compute membership from the warehouse at ``now`` (default: the current time, UTC) and replace
-    ``segment_members`` with it in one transaction. Returns the report (member counts per segment)."""
+    """Compute membership from the warehouse at ``now`` and replace ``segment_members`` with it in one
+    transaction. Without ``now``: the current time (UTC), or the newest event's when the export lags the
+    clock by more than EXPORT_LAG (``warnings`` says so). Returns the report (member counts per segment)."""
     t0 = time.perf_counter()
     defs = _file(cfg)
     applied_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
-    now = _naive(now) if now is not None else applied_at
     con = wh.con
+    warnings: list[str] = []
+    if now is not None:
+        now, now_from = _naive(now), "--now"
+    else:
+        now, lagging = default_now(con, applied_at)
+        now_from = "clock" if lagging is None else "newest event"
+        warnings += [lagging] if lagging else []
     registered = con.sql("SELECT DISTINCT user_id FROM users WHERE user_id IS NOT NULL").pl()
     members, evaluated = _evaluate(load_interactions(con), load_items(con), registered, defs, now)
     con.begin()
@@ -239,7 +264,9 @@ def apply_segments(wh: Warehouse, cfg: RecctlConfig, now: datetime | None = None
     return {
         "file": str(cfg.serving.segments_file),
         "now": now,
+        "now_from": now_from,
         "applied_at": applied_at,
+        "warnings": warnings,
         "users_evaluated": evaluated,
         "members": members.height,
         "segments": {s.name: int(counts.get(s.name, 0)) for s in defs.segments},
@@ -350,8 +377,12 @@ def resolve_segment_rules(
             out.append(r)
             continue
         if known is not None and r.segment not in known:
+            from recctl.names import closest
+
+            near = closest(r.segment, sorted(known))
             raise ConfigError(
-                f"rule {r.name!r}: segment {r.segment!r} is not defined in the segments file",
+                f"rule {r.name!r}: segment {r.segment!r} is not defined in the segments file"
+                + (f" (did you mean {near!r}?)" if near else ""),
                 hint=f"segments defined: {', '.join(sorted(known)) or 'none'}",
             )
         who = per_segment.get(r.segment, [])

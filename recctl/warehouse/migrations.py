@@ -12,12 +12,16 @@ from recctl.errors import WarehouseError
 Migration = tuple[int, str, Callable[[], list[str]]]
 
 
+#: ingest_files as released in v1 (later columns are added by their own migration)
+_V1_INGEST_FILES = tuple(c for c in schema.INGEST_FILES_COLUMNS if c.name != "mapping_sha256")
+
+
 def _v1() -> list[str]:
     return [
         schema.create_table_sql("events", schema.EVENT_COLUMNS),
         schema.create_table_sql("items", schema.ITEM_COLUMNS, primary_key="item_id"),
         schema.create_table_sql("users", schema.USER_COLUMNS, primary_key="user_id"),
-        schema.create_table_sql("ingest_files", schema.INGEST_FILES_COLUMNS),
+        schema.create_table_sql("ingest_files", _V1_INGEST_FILES),
         schema.create_table_sql("ingest_rejects", schema.INGEST_REJECTS_COLUMNS),
     ]
 
@@ -37,11 +41,17 @@ def _v4() -> list[str]:
     ]
 
 
+def _v5() -> list[str]:
+    # NULL for loads recorded before: such a file is re-read once (idempotent) and then carries the hash
+    return ["ALTER TABLE ingest_files ADD COLUMN IF NOT EXISTS mapping_sha256 VARCHAR"]
+
+
 MIGRATIONS: list[Migration] = [
     (1, "events, items, users, ingest manifest and rejects", _v1),
     (2, "recctl_meta (event key probe)", _v2),
     (3, "eval_runs (every evaluation result row)", _v3),
     (4, "recs (the online store) and segment_members", _v4),
+    (5, "ingest_files.mapping_sha256 (the mapping's content is part of a load's identity)", _v5),
 ]
 LATEST = MIGRATIONS[-1][0]
 
