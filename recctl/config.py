@@ -169,11 +169,12 @@ class RankerConfig(Strict):
     # temporal labels: the window at the end of training (recctl.windows: auto, 30m, 6h, 7d, 4w, 10%, ISO)
     label_window: str = "auto"
     # below this many labelled users or positives (labels found among the candidates), or when LightGBM
-    # cannot fit, the pipeline serves the fallback instead of a ranker: "blend" (the generators' lists
+    # cannot fit, the pipeline serves the fallback instead of a ranker: "best" (the generator that finds
+    # the most labels in its top 10; the blend when none or several tie), "blend" (the generators' lists
     # merged by reciprocal rank) or the name of one of its generators; the run's meta says so
     min_label_users: int = Field(20, ge=1)
     min_positives: int = Field(20, ge=1)
-    fallback: str = Field("blend", min_length=1)
+    fallback: str = Field("best", min_length=1)
     # everything else of recctl.ranking.pipeline.PipelineParams: n_per_generator, negatives, hard_rank,
     # max_users, valid_share, features, filter_seen, chunk_users, lgbm = {n_estimators, learning_rate, ...}
     params: dict[str, Any] = Field(default_factory=dict)

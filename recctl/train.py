@@ -135,7 +135,7 @@ def _train(
                 fitted[spec.name] = gen
             models[spec.name] = {"kind": spec.kind, "fit_s": round(time.perf_counter() - t0, 3)}
         if pipe is not None:
-            from recctl.ranking.pipeline import Pipeline
+            from recctl.ranking.pipeline import Pipeline, serves
 
             t0 = time.perf_counter()
             model = Pipeline.from_spec(pipe)
@@ -151,8 +151,8 @@ def _train(
             fitted.clear()
             if model.fallback is not None:
                 warnings.append(
-                    f"{pipe.name} has no ranker: {model.info['fallback_reason']}; it serves the "
-                    f"{model.fallback} of its generators until there are enough labels"
+                    f"{pipe.name} has no ranker: {model.info['fallback_reason']}; it serves "
+                    f"{serves(model.fallback)} until there are enough labels"
                 )
         meta: dict[str, Any] = {
             "run_id": run_id,

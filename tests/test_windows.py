@@ -126,7 +126,7 @@ def pipeline(**params: Any) -> Pipeline:
 
 def test_too_few_labels_serve_the_blend_and_say_so() -> None:
     events = minutes_of_events(n_users=8)
-    pipe = pipeline(min_label_users=20)
+    pipe = pipeline(min_label_users=20, fallback="blend")
     pipe.fit(events, seed=1)
     assert pipe.ranker is None and pipe.fallback == "blend"
     assert "below the minimum of 20 users" in pipe.info["fallback_reason"]
@@ -165,9 +165,23 @@ def test_a_fallback_that_is_not_a_generator_is_refused() -> None:
 
     cfg = RecctlConfig.model_validate({"candidates": GENS, "ranker": {"fallback": "nxt"}})
     with pytest.raises(
-        ConfigError, match="fallback = 'nxt' is not one of the ranker's generators: blend, pop, next"
+        ConfigError, match="fallback = 'nxt' is not one of the ranker's generators: best, blend, pop, next"
     ):
         pipeline_spec(cfg)
+
+
+def test_the_best_fallback_is_the_generator_that_finds_most_labels() -> None:
+    """Each user's label is an item of their own group: the co-occurrence generator finds them, the
+    global popularity list (the same for everyone) cannot find most."""
+    events = minutes_of_events(n_users=12)
+    pipe = pipeline(min_label_users=50, label="last-item")
+    pipe.fit(events, seed=1)
+    hits = pipe.info["fallback_hits@10"]
+    assert set(hits) == {"pop", "next"} and hits["next"] != hits["pop"]
+    assert pipe.fallback == max(hits, key=hits.__getitem__)
+    tie = pipeline(min_label_users=50, label="temporal", label_window="1s")  # no label at all: the blend
+    tie.fit(events, seed=1)
+    assert tie.fallback == "blend" and "[ranker] label_window" in tie.info["fallback_reason"]
 
 
 def test_a_ranker_that_learned_nothing_is_not_served() -> None:
@@ -185,7 +199,7 @@ def test_lightgbm_errors_become_the_fallback(monkeypatch: pytest.MonkeyPatch) ->
         raise ValueError("Number of rows in group > 10000")
 
     monkeypatch.setattr(P, "train_ranker", broken)
-    pipe = pipeline(min_label_users=1, min_positives=1)
+    pipe = pipeline(min_label_users=1, min_positives=1, fallback="blend")
     pipe.fit(minutes_of_events(), seed=1)
     assert (
         pipe.fallback == "blend" and "LightGBM could not fit: Number of rows" in pipe.info["fallback_reason"]

@@ -79,7 +79,9 @@ def render_evaluation(result: dict[str, Any], c: Console) -> None:
     for name, r in result["models"].items():
         tr = r.get("training") or {}
         if tr.get("fallback"):
-            c.print(f"{name} has no ranker: it serves the {tr['fallback']} of its generators "
+            from recctl.ranking.pipeline import serves
+
+            c.print(f"{name} has no ranker: it serves {serves(tr['fallback'])} "
                     f"({tr.get('fallback_reason')})", markup=False)  # fmt: skip
         elif tr:
             c.print(f"{name}'s ranker learned from the {tr.get('label_split')} labels of {tr.get('label_users', 0):,} "
@@ -219,8 +221,10 @@ def register(app: typer.Typer) -> None:
         for name, r in result["models"].items():
             tr = r.get("training") or {}
             if tr.get("fallback"):
+                from recctl.ranking.pipeline import serves
+
                 state.out.warn(f"{name} has no ranker on this split: {tr.get('fallback_reason')}; it was "
-                               f"evaluated as the {tr['fallback']} of its generators")  # fmt: skip
+                               f"evaluated as {serves(tr['fallback'])}")  # fmt: skip
         if gate_result is not None and gate_result.note:
             state.out.warn(f"gate: {gate_result.note}")
         if gate_result is not None and not gate_result.passed:

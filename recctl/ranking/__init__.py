@@ -45,8 +45,8 @@ def pipeline_spec(
     label: str = r.label
     if label == "auto":
         label = AUTO_LABEL.get(protocol or cfg.evaluate.protocol, "temporal")
-    if r.fallback != "blend" and r.fallback not in {g.name for g in gens}:
-        valid = ", ".join(["blend", *(g.name for g in gens)])
+    if r.fallback not in ("best", "blend") and r.fallback not in {g.name for g in gens}:
+        valid = ", ".join(["best", "blend", *(g.name for g in gens)])
         raise ConfigError(
             f"[ranker] fallback = {r.fallback!r} is not one of the ranker's generators: {valid}"
         )

@@ -47,10 +47,12 @@ class PipelineParams(Params):
     label: Literal["temporal", "last-item", "last-basket"] = "temporal"
     label_window: str = "auto"  # temporal: the window at the end of training that provides the labels
     # fewer labelled users / positives than these (or a LightGBM that cannot fit or learns nothing): no
-    # ranker; the pipeline serves ``fallback``, "blend" (reciprocal-rank merge) or one generator's list
+    # ranker; the pipeline serves ``fallback``: "best" (the generator that finds the most of the ranker's
+    # own labels in its top 10; the blend when none or several tie), "blend" (reciprocal-rank merge) or
+    # one generator's list
     min_label_users: int = Field(20, ge=1)
     min_positives: int = Field(20, ge=1)
-    fallback: str = "blend"
+    fallback: str = "best"
     target_events: list[str] = Field(default_factory=lambda: ["purchase"])  # temporal labels
     filter_seen: bool = True  # candidates never include what the user already interacted with
     features: bool = True  # the feature store's user / item / pair features besides the candidates'
@@ -120,7 +122,7 @@ class Pipeline:
         try:
             split, cands, data = self.training_data(train, seed=seed, items=items)
         except D.NoLabels as exc:
-            return self._fallback(str(exc), {})
+            return self._fallback(None, None, str(exc), {})
         learners = data["user_id"].n_unique()  # users with a positive among their candidates
         positives = int(data[LABEL].sum()) if data.height else 0
         info: dict[str, Any] = {
@@ -134,6 +136,8 @@ class Pipeline:
         }
         if learners < p.min_label_users or positives < p.min_positives:
             return self._fallback(
+                cands,
+                split.labels,
                 f"{learners} users with {positives} positives among their candidates, below the "
                 f"minimum of {p.min_label_users} users and {p.min_positives} positives "
                 "([ranker] min_label_users / min_positives)",
@@ -157,16 +161,48 @@ class Pipeline:
         try:
             ranker = train_ranker(tr, va, features, p.lgbm, derive_seed(seed, "lgbm"))
         except (ValueError, lightgbm().basic.LightGBMError) as exc:
-            return self._fallback(f"LightGBM could not fit: {str(exc).strip()[:200]}", info)
+            return self._fallback(
+                cands, split.labels, f"LightGBM could not fit: {str(exc).strip()[:200]}", info
+            )
         if not any(v["splits"] for v in ranker.importances.values()):
-            return self._fallback("the ranker learned nothing: every tree is one leaf, all scores tied", info)
+            return self._fallback(
+                cands,
+                split.labels,
+                "the ranker learned nothing: every tree is one leaf, all scores tied",
+                info,
+            )
         self.ranker = ranker
         return info | {"best_iteration": ranker.best_iteration, "valid_ndcg": ranker.valid_ndcg}
 
-    def _fallback(self, reason: str, info: dict[str, Any]) -> dict[str, Any]:
+    def _fallback(
+        self, cands: pl.DataFrame | None, labels: pl.DataFrame | None, reason: str, info: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The info of a pipeline without a ranker: what it serves instead and why. ``best`` is decided
+        on the ranker's own labels (the training view's label window: nothing of an evaluation's test)."""
         fallback = self.params.fallback
+        extra: dict[str, Any] = {}
+        if fallback == "best":
+            hits = self._label_hits(cands, labels)
+            top = max(hits.values(), default=0)
+            winners = [g for g, v in hits.items() if v == top]
+            fallback = winners[0] if top > 0 and len(winners) == 1 else "blend"
+            extra = {"fallback_hits@10": hits}
         log.info("%s: no ranker (%s): serving %s", self.name, reason, fallback)
-        return info | {"fallback": fallback, "fallback_reason": reason}
+        return info | {"fallback": fallback, "fallback_reason": reason, **extra}
+
+    def _label_hits(self, cands: pl.DataFrame | None, labels: pl.DataFrame | None) -> dict[str, int]:
+        """Per generator, how many labels it ranked in its top 10 for the labelled users."""
+        if cands is None or labels is None or cands.height == 0:
+            return {}
+        from recctl.ranking.merge import column_stem
+
+        found = cands.join(
+            labels.select("user_id", "item_id").unique(), on=["user_id", "item_id"], how="semi"
+        )
+        return {
+            g.name: int(found.filter(pl.col(f"{column_stem(g.name)}_rank") <= 10).height)
+            for g in self.params.generators
+        }
 
     @property
     def fallback(self) -> str | None:
@@ -396,6 +432,11 @@ class Pipeline:
 
     def candidate_features(self) -> list[str]:
         return candidate_columns([g.name for g in self.params.generators])
+
+
+def serves(fallback: str) -> str:
+    """What a pipeline without a ranker serves, in words: "the blend of its generators" / "generator X's list"."""
+    return "the blend of its generators" if fallback == "blend" else f"generator {fallback}'s list"
 
 
 def _after(events: pl.DataFrame) -> datetime:
