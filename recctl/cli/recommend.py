@@ -111,7 +111,7 @@ def register(app: typer.Typer) -> None:
             text = sys.stdin.read() if session == "-" else _read(Path(session))
         from recctl.warehouse import open_reader
 
-        with open_reader(cfg, wait=wait or 0.0) as wh:
+        with open_reader(cfg, wait=cfg.serving.read_wait if wait is None else wait) as wh:
             if user is not None:
                 doc = service.recommend_user(wh, cfg, user, k=k, explain=explain, category=category,
                                              current_item=context_item, live=live, list_name=list_name)  # fmt: skip

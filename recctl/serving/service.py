@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from recctl.serving.served import promoted
-from recctl.serving.store import lookup
+from recctl.serving.store import stored
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -51,10 +51,10 @@ def recommend_user(
         frame = buy_again_users(wh.con, cfg, served, inputs, k, now=now)
         return {**as_document(frame, user_id, served.run_id, "live", explain), "list": list_name}
     if not (live or explain or category or current_item):
-        rows = lookup(wh.con, user_id, served.run_id, cfg.serving.max_age, k)
-        if rows is not None:
-            return {"user_id": user_id, "run_id": served.run_id, "state": None, "strategy": None,
-                    "source": "store", "items": rows}  # fmt: skip
+        found = stored(wh.con, user_id, served.run_id, cfg.serving.max_age, k)
+        if found is not None:
+            return {"user_id": user_id, "run_id": served.run_id, "state": found["state"],
+                    "strategy": found["strategy"], "source": "store", "items": found["items"]}  # fmt: skip
     from recctl.serving.user import as_document, load_inputs, recommend_users
 
     inputs = load_inputs(wh.con, [user_id], cache_key=str(wh.path))

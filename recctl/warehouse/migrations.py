@@ -32,8 +32,15 @@ def _v3() -> list[str]:
 
 def _v4() -> list[str]:
     return [
-        schema.create_table_sql("recs", schema.RECS_COLUMNS),
+        schema.create_table_sql("recs", schema.RECS_COLUMNS[:8]),  # state, strategy: added by v5
         schema.create_table_sql("segment_members", schema.SEGMENT_MEMBERS_COLUMNS),
+    ]
+
+
+def _v5() -> list[str]:
+    return [
+        "ALTER TABLE recs ADD COLUMN IF NOT EXISTS state VARCHAR",
+        "ALTER TABLE recs ADD COLUMN IF NOT EXISTS strategy VARCHAR",
     ]
 
 
@@ -42,6 +49,7 @@ MIGRATIONS: list[Migration] = [
     (2, "recctl_meta (event key probe)", _v2),
     (3, "eval_runs (every evaluation result row)", _v3),
     (4, "recs (the online store) and segment_members", _v4),
+    (5, "recs.state and recs.strategy (a stored answer says what a live one says)", _v5),
 ]
 LATEST = MIGRATIONS[-1][0]
 
