@@ -72,11 +72,23 @@ def register(app: typer.Typer) -> None:
         live: Annotated[
             bool, typer.Option("--live", help="--user: rank now even when the online store is fresh")
         ] = False,
+        mapping: Annotated[
+            str | None,
+            typer.Option(
+                "--mapping",
+                help="--session: the events mapping (name or file) whose event and field names the lines "
+                "use, e.g. pageview for view (default: [ingest] default_mapping.events)",
+            ),
+        ] = None,
         out: Annotated[
             Path | None, typer.Option("--out", help="--all: also write the lists to this parquet file")
         ] = None,
         wait: Annotated[
-            float | None, typer.Option("--wait", help="wait up to SECONDS for the warehouse")
+            float | None,
+            typer.Option(
+                "--wait",
+                help="wait up to SECONDS for the warehouse (default [serving] read_wait; --all: for the lock)",
+            ),
         ] = None,
     ) -> None:
         """Recommendations from the promoted run: exactly one of --user, --item, --session, --all.
@@ -99,6 +111,8 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("--out goes with --all")
         if list_name != "main" and user is None:
             raise ConfigError("--list goes with --user")
+        if mapping is not None and session is None:
+            raise ConfigError("--mapping goes with --session")
         state: State = ctx.obj
         cfg = state.config
         if all_:  # it takes the writer lock itself: it reads read-only until it writes
@@ -120,11 +134,14 @@ def register(app: typer.Typer) -> None:
             else:
                 assert text is not None
                 doc = service.recommend_session(wh, cfg, text, k=k, explain=explain, category=category,
-                                                current_item=context_item)  # fmt: skip
+                                                current_item=context_item, mapping=mapping)  # fmt: skip
         if state.out.json_mode:
             state.out.emit(doc)
         else:
             _tsv(doc, explain)
+        if doc.get("fallback"):  # in the JSON document too ("fallback": true); said on stderr either way
+            state.out.warn(f"no {doc['strategy']} data for {doc['item_id']} in run {doc['run_id']}: "
+                           "these are similar items (content similarity) instead")  # fmt: skip
 
 
 def _read(path: Path) -> str:

@@ -75,10 +75,12 @@ def recommend_item(wh: Warehouse, cfg: RecctlConfig, item_id: str, *, strategy: 
 
 def recommend_session(
     wh: Warehouse, cfg: RecctlConfig, text: str, *, k: int | None = None, explain: bool = False,
-    category: str | None = None, current_item: str | None = None,
+    category: str | None = None, current_item: str | None = None, mapping: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """An anonymous visitor's events (JSON lines) → in-session recommendations, ranked with the
-    session's context; a visitor without events gets trending items (in ``category`` when given)."""
+    session's context; a visitor without events gets trending items (in ``category`` when given).
+    ``mapping`` (default: ``[ingest] default_mapping.events``): the events mapping whose event names and
+    field names the lines may use."""
     import polars as pl
 
     from recctl.serving.served import catalog as cached_catalog
@@ -88,7 +90,10 @@ def recommend_session(
 
     k = k or cfg.serving.k
     served = promoted(cfg.runs_dir)
-    ev = parse_events(text, extra_types=tuple(cfg.ingest.extra_event_types))
+    names, columns = _session_mapping(cfg, mapping)
+    ev = parse_events(
+        text, extra_types=tuple(cfg.ingest.extra_event_types), event_names=names, columns=columns
+    )
     n_items = ev["item_id"].n_unique()
     state = "new" if ev.height == 0 else "returning"
     visitors = pl.DataFrame(
@@ -111,6 +116,20 @@ def recommend_session(
     doc = as_document(frame, SESSION_USER, served.run_id, "live", explain)
     doc.pop("user_id")
     return {"session_events": ev.height, "unknown_items": unknown, **doc}
+
+
+def _session_mapping(cfg: RecctlConfig, name: str | None) -> tuple[dict[str, str], dict[str, str]]:
+    """The events mapping's ``[event_types]`` and ``[columns]`` (none without a mapping)."""
+    name = name or cfg.ingest.default_mapping.get("events")
+    if not name:
+        return {}, {}
+    from recctl.errors import ConfigError
+    from recctl.ingest.mapping import load_mapping
+
+    m = load_mapping(name, cfg.ingest.mappings_dir)
+    if m.target != "events":
+        raise ConfigError(f"mapping {name} is for {m.target}, not events: a session file holds events")
+    return dict(m.event_types), dict(m.columns)
 
 
 def recommend_all(
