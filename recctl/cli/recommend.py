@@ -97,7 +97,8 @@ def register(app: typer.Typer) -> None:
         [serving] max_age), else ranks on the fly by the visitor's state (new, returning, signed-in,
         buyer); `--list buy-again` lists the bought items the user is due to re-buy, with the cycle
         as the reason ("you buy this about every 9 days; last bought 11 days ago"). --session reads an anonymous visitor's events (JSON lines with the fields of events:
-        item_id, event_type, ts, ...); no events gives trending items for the context. Output: one line per
+        item_id, event_type, ts, ...; or the shop's own event and field names through --mapping); no events gives
+        trending items for the context. Lists up to 30 items extend each other (--k 3 is the top of --k 5). Output: one line per
         item (rank, item, score, reason) on stdout, or the JSON document with --json.
         """
         from recctl.serving import service
