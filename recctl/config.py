@@ -415,6 +415,10 @@ class ServingConfig(Strict):
     # the online store (`recs`, filled by `recommend --all`) answers a user when its rows come from the
     # promoted run and are younger than max_age; otherwise the pipeline ranks on the fly
     max_age: str = "1d"
+    # `recommend` and `rerank` (without --wait): seconds a reader retries while a writer has the warehouse
+    # open read-write (train's --gate rows, the end of `recommend --all`, `segments apply`: about a second
+    # each) before exit 75; a long ingest can take longer
+    read_wait: float = Field(10.0, ge=0)
     strategies: StrategiesConfig = Field(default_factory=StrategiesConfig)
     # over-personalization guard: a visitor who touched fewer than min_items distinct items gets a blend
     # in which trending_share of the slots go to trending items, under a cap of max_per_category per

@@ -2,7 +2,8 @@
 loaded, and the one-line message when one cannot be read.
 
 ``manifest.json`` (written by ``runs.finish`` before the run is moved into place) lists every file of the
-run except ``meta.json`` (rewritten on promotion). Before serving loads a model folder, its files are
+run except ``meta.json`` (rewritten on promotion), with its size, SHA-256 and modification time (serving
+hashes only a file whose time changed; a hash is computed once per process). Before serving loads a model folder, its files are
 checked against it: a missing, truncated or altered file is named, with the run, before any parser sees
 it (a truncated LightGBM text model crashed the process). Runs saved before the manifest existed are
 checked by parsing (``diagnose``) when a load fails. A run never holds a pickle: a ``.pkl`` / ``.pickle`` /
@@ -91,21 +92,31 @@ def read_object(path: Path, run: Path | None = None) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------- manifest
 
 
+_HASHED: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) → SHA-256, per process
+
+
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """The file's SHA-256, computed once per process for a (path, size, mtime) (a long-lived caller
+    loading a run again does not read its files again)."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASHED:
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _HASHED[key] = h.hexdigest()
+    return _HASHED[key]
 
 
 def write_manifest(run: Path) -> None:
-    """``manifest.json``: size and SHA-256 of every file of ``run`` (but meta.json)."""
-    files = {
-        p.relative_to(run).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
-        for p in sorted(run.rglob("*"))
-        if p.is_file() and p.relative_to(run).as_posix() not in UNLISTED
-    }
+    """``manifest.json``: size, SHA-256 and modification time of every file of ``run`` (but meta.json)."""
+    files = {}
+    for p in sorted(run.rglob("*")):
+        rel = p.relative_to(run).as_posix()
+        if p.is_file() and rel not in UNLISTED:
+            st = p.stat()
+            files[rel] = {"bytes": st.st_size, "sha256": _sha256(p), "mtime_ns": st.st_mtime_ns}
     (run / MANIFEST).write_text(json.dumps({"files": files}, indent=1), encoding="utf-8")
 
 
@@ -119,10 +130,12 @@ def refuse_pickles(run: Path, folder: Path | None = None) -> None:
         raise damaged(run, found[0], "is a pickle file: recctl never loads pickles (it could run any code)")
 
 
-def verify(run: Path, folder: Path | None = None, *, hashes: bool = True) -> None:
+def verify(run: Path, folder: Path | None = None, *, hashes: bool = True, trust_mtime: bool = False) -> None:
     """Check the files of ``run`` under ``folder`` (default: all) against the manifest (sizes, and the
     SHA-256 when ``hashes``) and refuse pickles; NotTrainedError naming the first bad file. A run without
-    a manifest (saved by an older recctl) is only checked for pickles."""
+    a manifest (saved by an older recctl) is only checked for pickles. With ``trust_mtime`` (serving,
+    on every call) a file whose size and modification time are still those the manifest recorded is not
+    hashed again: any write to it changes its time (promotion and ``runs show`` hash every file)."""
     folder = folder or run
     refuse_pickles(run, folder)
     if not (run / MANIFEST).exists():
@@ -136,14 +149,17 @@ def verify(run: Path, folder: Path | None = None, *, hashes: bool = True) -> Non
             continue
         path = run / rel
         try:
-            size = path.stat().st_size
+            st = path.stat()
         except FileNotFoundError:
             raise damaged(run, rel, "is missing") from None
+        size = st.st_size
         if not isinstance(want, dict) or size != want.get("bytes"):
             expected = want.get("bytes") if isinstance(want, dict) else "?"
             raise damaged(run, rel, f"is {size:,} bytes, the run saved {expected:,} (truncated or altered)"
                           if isinstance(expected, int) else "has no valid manifest entry")  # fmt: skip
-        if hashes and _sha256(path) != want.get("sha256"):
+        if not hashes or (trust_mtime and want.get("mtime_ns") == st.st_mtime_ns):
+            continue
+        if _sha256(path) != want.get("sha256"):
             raise damaged(run, rel, "does not match its SHA-256 in the manifest (the file was altered)")
 
 

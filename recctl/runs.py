@@ -156,12 +156,21 @@ def write_json(path: Path, data: Any) -> None:
 # ------------------------------------------------------------------------------------ runs and promotion
 
 
-def promote(runs_dir: Path, run_id: str) -> None:
-    """Make ``run_id`` the promoted run; a damaged run (``run_files.verify``) is refused."""
+def promotable(runs_dir: Path, run_id: str) -> Path:
+    """The run's folder when it can be promoted; a damaged run (``run_files.verify``: every file hashed)
+    is refused."""
     path = run_path(runs_dir, run_id)
-    meta = read_meta(path)
+    read_meta(path)
     read_config(path)
     run_files.verify(path)
+    return path
+
+
+def promote(runs_dir: Path, run_id: str) -> None:
+    """Make ``run_id`` the promoted run; a damaged run is refused (``promotable``). The online store is
+    not touched: ``recctl.serving.store.promote`` fills it from the run first."""
+    path = promotable(runs_dir, run_id)
+    meta = read_meta(path)
     meta["promoted_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     write_json(path / "meta.json", meta)
     tmp = runs_dir / f".{PROMOTED}.tmp"

@@ -175,6 +175,8 @@ RECS_COLUMNS: tuple[Column, ...] = (
     Column("sources", "VARCHAR[]", "the generators that proposed the item"),
     Column("run_id", "VARCHAR", "the model run that produced the row"),
     Column("created_at", "TIMESTAMP", "UTC; freshness is judged on it"),
+    Column("state", "VARCHAR", "the visitor state it was ranked for: new, returning, signed_in, buyer"),
+    Column("strategy", "VARCHAR", "the strategy that state mapped to ([serving.strategies])"),
 )
 
 #: Segment membership (``recctl segments apply``): one row per (user, segment) at the last apply.

@@ -12,7 +12,8 @@ killed trains are removed by the next train (``runs.sweep_staging``).
 
 ``train`` (the command) holds the writer lock for the whole fit, so other writers queue, but reads the
 events and items through read-only connections, so serving goes on meanwhile; the only write, the
-eval_runs rows of a ``--gate`` evaluation, is one short read-write transaction at the end.
+eval_runs rows of a ``--gate`` evaluation, is one short read-write transaction at the end; so is the
+online store's refill before the promotion (``recctl.serving.store.refill``, when the store is in use).
 """
 
 from __future__ import annotations
@@ -197,8 +198,11 @@ def _train(
     if partly and not promote and live is not None:
         why = f"a partial train ({partly}) does not replace the live run {live}"
         return {"run_id": run_id, "path": str(path), "promoted": False, "not_promoted": why, **meta}
+    from recctl.serving.store import refill
+
+    store = refill(cfg, run_id, reading, writing)  # the new run serves from the store from the start
     runs.promote(cfg.runs_dir, run_id)
-    return {"run_id": run_id, "path": str(path), "promoted": True, **meta}
+    return {"run_id": run_id, "path": str(path), "promoted": True, **meta, "online_store": store}
 
 
 def _store_evaluation(wh: Warehouse, result: dict[str, Any]) -> str:

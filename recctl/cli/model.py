@@ -269,7 +269,8 @@ def register(app: typer.Typer) -> None:
         of their checksums. It is moved into place only when complete; a failure (or a failed --gate, exit 3)
         leaves the promoted run live. A partial train (a --candidates subset, or --no-ranker with the ranker
         configured) is saved but does not replace a live run unless --promote is given. Train holds the
-        writer lock but reads read-only: serving goes on.
+        writer lock but reads read-only: serving goes on. When the online store is in use, it is filled
+        from the new run before the promotion.
         """
         from recctl.train import train
 
@@ -285,6 +286,7 @@ def register(app: typer.Typer) -> None:
         _removed(state, result.pop("removed_staging"))
         for warning in result.get("warnings", []):
             state.out.warn(warning)
+        _filled(state, result.get("online_store"))
         run_id = result["run_id"]
         done = "trained and promoted" if result["promoted"] else "trained (not promoted)"
         state.out.emit(
@@ -365,10 +367,27 @@ def register(app: typer.Typer) -> None:
         state.out.emit(meta, lambda c: render_run(meta, c))
 
     @runs_app.command("promote")
-    def runs_promote(ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="run id")]) -> None:
-        """Make RUN_ID the live run (atomic), e.g. to roll back to an earlier one."""
-        from recctl.runs import promote
+    def runs_promote(
+        ctx: typer.Context,
+        run_id: Annotated[str, typer.Argument(help="run id")],
+        wait: Annotated[
+            float | None, typer.Option("--wait", help="wait up to SECONDS for the writer lock")
+        ] = None,
+    ) -> None:
+        """Make RUN_ID the live run (atomic), e.g. to roll back to an earlier one.
+
+        When the online store is in use, it is filled from the run first (under the writer lock,
+        reading read-only), so the run answers from the store from its first request.
+        """
+        from recctl.serving.store import promote
 
         state: State = ctx.obj
-        promote(state.config.runs_dir, run_id)
-        state.out.emit({"promoted": run_id}, lambda c: c.print(f"promoted {run_id}"))
+        store = promote(state.config, run_id, wait=wait)
+        state.out.emit({"promoted": run_id, "online_store": store}, lambda c: c.print(f"promoted {run_id}"))
+        _filled(state, store)
+
+
+def _filled(state: State, store: dict[str, Any] | None) -> None:
+    if store:
+        state.out.info(f"online store filled from the run: {store['users']:,} users × top {store['k']} "
+                       f"in {store['seconds']} s")  # fmt: skip

@@ -72,11 +72,23 @@ def register(app: typer.Typer) -> None:
         live: Annotated[
             bool, typer.Option("--live", help="--user: rank now even when the online store is fresh")
         ] = False,
+        mapping: Annotated[
+            str | None,
+            typer.Option(
+                "--mapping",
+                help="--session: the events mapping (name or file) whose event and field names the lines "
+                "use, e.g. pageview for view (default: [ingest] default_mapping.events)",
+            ),
+        ] = None,
         out: Annotated[
             Path | None, typer.Option("--out", help="--all: also write the lists to this parquet file")
         ] = None,
         wait: Annotated[
-            float | None, typer.Option("--wait", help="wait up to SECONDS for the warehouse")
+            float | None,
+            typer.Option(
+                "--wait",
+                help="wait up to SECONDS for the warehouse (default [serving] read_wait; --all: for the lock)",
+            ),
         ] = None,
     ) -> None:
         """Recommendations from the promoted run: exactly one of --user, --item, --session, --all.
@@ -85,7 +97,8 @@ def register(app: typer.Typer) -> None:
         [serving] max_age), else ranks on the fly by the visitor's state (new, returning, signed-in,
         buyer); `--list buy-again` lists the bought items the user is due to re-buy, with the cycle
         as the reason ("you buy this about every 9 days; last bought 11 days ago"). --session reads an anonymous visitor's events (JSON lines with the fields of events:
-        item_id, event_type, ts, ...); no events gives trending items for the context. Output: one line per
+        item_id, event_type, ts, ...; or the shop's own event and field names through --mapping); no events gives
+        trending items for the context. Lists up to 30 items extend each other (--k 3 is the top of --k 5). Output: one line per
         item (rank, item, score, reason) on stdout, or the JSON document with --json.
         """
         from recctl.serving import service
@@ -99,6 +112,8 @@ def register(app: typer.Typer) -> None:
             raise ConfigError("--out goes with --all")
         if list_name != "main" and user is None:
             raise ConfigError("--list goes with --user")
+        if mapping is not None and session is None:
+            raise ConfigError("--mapping goes with --session")
         from recctl.names import one_of
         from recctl.serving.item import STRATEGIES
 
@@ -116,7 +131,7 @@ def register(app: typer.Typer) -> None:
             text = sys.stdin.read() if session == "-" else _read(Path(session))
         from recctl.warehouse import open_reader
 
-        with open_reader(cfg, wait=wait or 0.0) as wh:
+        with open_reader(cfg, wait=cfg.serving.read_wait if wait is None else wait) as wh:
             if user is not None:
                 doc = service.recommend_user(wh, cfg, user, k=k, explain=explain, category=category,
                                              current_item=context_item, live=live, list_name=list_name)  # fmt: skip
@@ -125,11 +140,14 @@ def register(app: typer.Typer) -> None:
             else:
                 assert text is not None
                 doc = service.recommend_session(wh, cfg, text, k=k, explain=explain, category=category,
-                                                current_item=context_item)  # fmt: skip
+                                                current_item=context_item, mapping=mapping)  # fmt: skip
         if state.out.json_mode:
             state.out.emit(doc)
         else:
             _tsv(doc, explain)
+        if doc.get("fallback"):  # in the JSON document too ("fallback": true); said on stderr either way
+            state.out.warn(f"no {doc['strategy']} data for {doc['item_id']} in run {doc['run_id']}: "
+                           "these are similar items (content similarity) instead")  # fmt: skip
 
 
 def _read(path: Path) -> str:

@@ -99,7 +99,7 @@ def register(app: typer.Typer) -> None:
 
         state: State = ctx.obj
         cfg = state.config
-        with open_reader(cfg, wait=wait or 0.0) as wh:
+        with open_reader(cfg, wait=cfg.serving.read_wait if wait is None else wait) as wh:
             doc = run_rerank(wh.con, cfg, user, ids, impact)
         if not doc["personalized"]:
             state.out.warn(f"no events for {user}: the order is unchanged")

@@ -11,8 +11,9 @@ The item's first source (the generator that ranked it highest) decides the kind 
 - popular / trending → "trending in <category>";
 - no source (an item a pin added) → "featured".
 
-``<title>`` is the anchor: among the visitor's recent items, the one the source itself relates most to
-the recommended item (its ``pair_scores``, else its top ``ANCHOR_N`` of ``for_items``; the k-th most recent
+``<title>`` names the anchor (its title; without one its brand and category, "Samsung Smartphones"; an
+anchor with none of them is not named, and another reason is given): among the visitor's recent items,
+the one the source itself relates most to the recommended item (its ``pair_scores``, else its top ``ANCHOR_N`` of ``for_items``; the k-th most recent
 weighted ``RECENCY ** (k - 1)``).
 When no recent item relates to it, the reason falls back to the visitor's brand, price band or category,
 and finally to "picked for you from your recent activity". Everything is vectorized over all users.
@@ -43,6 +44,26 @@ def _leaf(col: str) -> pl.Expr:
     return pl.col(col).str.split(">").list.last().str.strip_chars()
 
 
+def _blank_null(col: str) -> pl.Expr:
+    text = pl.col(col).cast(pl.String).str.strip_chars()
+    return pl.when(text == "").then(None).otherwise(text)
+
+
+def label() -> pl.Expr:
+    """How a reason names an item (columns title, brand, category): its title; else its brand and the
+    leaf of its category ("Samsung Smartphones"); else either alone; null when the catalog has none
+    of them (an item id means nothing to a shopper: the reason then says something else)."""
+    leaf = pl.when(_blank_null("category").is_not_null()).then(_leaf("category"))
+    return pl.coalesce(
+        _blank_null("title"),
+        pl.when(_blank_null("brand").is_not_null() & leaf.is_not_null()).then(
+            pl.format("{} {}", _blank_null("brand"), leaf)
+        ),
+        _blank_null("brand"),
+        leaf,
+    )
+
+
 def reasons(recs: pl.DataFrame, recent: pl.DataFrame, served: Served, catalog: pl.DataFrame) -> pl.DataFrame:
     """``recs`` (user_id, item_id, sources, …) with ``reason`` added; ``recent`` = user_id, item_id,
     back (1 = the latest), event_type of the visitors' recent item events."""
@@ -59,10 +80,10 @@ def reasons(recs: pl.DataFrame, recent: pl.DataFrame, served: Served, catalog: p
         _mode=pl.col("_src").replace_strict({k: v[1] for k, v in kinds.items()}, default=None),
     )
     anchors = _anchors(base, recent, served, kinds)
-    titles = cat.select(_anchor="item_id", _anchor_title=pl.coalesce("title", "item_id"))
+    titles = cat.select(_anchor="item_id", _anchor_title=label())
     anchors = anchors.join(titles, on="_anchor", how="left").select(
-        "user_id", "item_id", _anchor=pl.coalesce("_anchor_title", "_anchor")
-    )
+        "user_id", "item_id", _anchor="_anchor_title"
+    )  # null when the anchor has neither title, brand nor category: another reason is given
     prof = _profiles(recent, cat)
     out = (
         base.join(anchors, on=["user_id", "item_id"], how="left")

@@ -46,7 +46,9 @@ def related(
     known = items_of(catalog, pl.Series([item_id]))
     if known.height == 0:
         raise DataError(f"unknown item {item_id!r}: it is neither in the catalog nor in any event")
-    n = 2 * k + 10
+    from recctl.serving.user import STABLE_K
+
+    n = 2 * max(k, STABLE_K) + 10  # the same lists for every k <= STABLE_K: a longer list extends a shorter
     lists: list[tuple[str, pl.DataFrame, float]] = []
     fallback = False
     if strategy == "similar":
@@ -85,7 +87,10 @@ def related(
         .head(k)
         .with_columns(rank=pl.int_range(1, pl.len() + 1))
     )
-    title = known["title"][0] if "title" in known.columns and known["title"][0] else item_id
+    from recctl.serving.explain import label
+
+    named = known.select(label()).item() if {"title", "brand", "category"} <= set(known.columns) else None
+    title = named or "this item"  # no title, brand or category: an id means nothing to a shopper
     ranked = ranked.with_columns(
         reason=pl.col("sources")
         .list.first()

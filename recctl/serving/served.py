@@ -87,7 +87,7 @@ class Served:
             from recctl.ranking.pipeline import Pipeline
 
             folder = self.path / "models" / name
-            run_files.verify(self.path, folder)  # every file the pipeline reads, before any parser sees it
+            run_files.verify(self.path, folder, trust_mtime=True)  # every file it reads, before any parser
             params = run_files.read_object(folder / "params.json", self.path)
             self._pipeline = Pipeline.load(folder, name, params)
             self._generators.update(self._pipeline.generators)
@@ -106,9 +106,8 @@ class Served:
             if not folder.exists():
                 raise NotTrainedError(f"the promoted run {self.run_id} has no saved model {name!r}",
                                       hint=run_files.HINT)  # fmt: skip
-            run_files.verify(
-                self.path, folder
-            )  # this generator's files only: a damaged other one is not read
+            # this generator's files only: a damaged other one is not read
+            run_files.verify(self.path, folder, trust_mtime=True)
             self._generators[name] = load_generator(kind, folder, name, params)
         return self._generators[name]
 
@@ -155,12 +154,18 @@ def promoted(runs_dir: Path) -> Served:
         raise NotTrainedError(
             f"no promoted run in {runs_dir}", hint="run `recctl train` (or `recctl runs promote ID`)"
         )
+    return load_run(runs_dir, run_id)
+
+
+def load_run(runs_dir: Path, run_id: str) -> Served:
+    """Run ``run_id`` as serving sees it (cached per process: one run at a time, so a promotion frees
+    the old one's models); the online store is filled from a run about to be promoted this way."""
     key = (str(runs_dir.resolve()), run_id)
     if key not in _CACHE:
         path = runs.run_path(runs_dir, run_id)
         config, meta = runs.read_config(path), runs.read_meta(path)
         run_files.refuse_pickles(path)  # a run never holds one: a pickle in it means it was tampered with
-        _CACHE.clear()  # one promoted run at a time: a promotion frees the old one's models
+        _CACHE.clear()
         _CACHE[key] = Served(run_id, path, config, meta)
     return _CACHE[key]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from recctl.serving.served import promoted
-from recctl.serving.store import lookup
+from recctl.serving.store import stored
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -51,10 +51,10 @@ def recommend_user(
         frame = buy_again_users(wh.con, cfg, served, inputs, k, now=now)
         return {**as_document(frame, user_id, served.run_id, "live", explain), "list": list_name}
     if not (live or explain or category or current_item):
-        rows = lookup(wh.con, user_id, served.run_id, cfg.serving.max_age, k)
-        if rows is not None:
-            return {"user_id": user_id, "run_id": served.run_id, "state": None, "strategy": None,
-                    "source": "store", "items": rows}  # fmt: skip
+        found = stored(wh.con, user_id, served.run_id, cfg.serving.max_age, k)
+        if found is not None:
+            return {"user_id": user_id, "run_id": served.run_id, "state": found["state"],
+                    "strategy": found["strategy"], "source": "store", "items": found["items"]}  # fmt: skip
     from recctl.serving.user import as_document, load_inputs, recommend_users
 
     inputs = load_inputs(wh.con, [user_id], cache_key=str(wh.path))
@@ -75,10 +75,12 @@ def recommend_item(wh: Warehouse, cfg: RecctlConfig, item_id: str, *, strategy: 
 
 def recommend_session(
     wh: Warehouse, cfg: RecctlConfig, text: str, *, k: int | None = None, explain: bool = False,
-    category: str | None = None, current_item: str | None = None,
+    category: str | None = None, current_item: str | None = None, mapping: str | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """An anonymous visitor's events (JSON lines) → in-session recommendations, ranked with the
-    session's context; a visitor without events gets trending items (in ``category`` when given)."""
+    session's context; a visitor without events gets trending items (in ``category`` when given).
+    ``mapping`` (default: ``[ingest] default_mapping.events``): the events mapping whose event names and
+    field names the lines may use."""
     import polars as pl
 
     from recctl.serving.served import catalog as cached_catalog
@@ -88,7 +90,10 @@ def recommend_session(
 
     k = k or cfg.serving.k
     served = promoted(cfg.runs_dir)
-    ev = parse_events(text, extra_types=tuple(cfg.ingest.extra_event_types))
+    names, columns = _session_mapping(cfg, mapping)
+    ev = parse_events(
+        text, extra_types=tuple(cfg.ingest.extra_event_types), event_names=names, columns=columns
+    )
     n_items = ev["item_id"].n_unique()
     state = "new" if ev.height == 0 else "returning"
     visitors = pl.DataFrame(
@@ -111,6 +116,20 @@ def recommend_session(
     doc = as_document(frame, SESSION_USER, served.run_id, "live", explain)
     doc.pop("user_id")
     return {"session_events": ev.height, "unknown_items": unknown, **doc}
+
+
+def _session_mapping(cfg: RecctlConfig, name: str | None) -> tuple[dict[str, str], dict[str, str]]:
+    """The events mapping's ``[event_types]`` and ``[columns]`` (none without a mapping)."""
+    name = name or cfg.ingest.default_mapping.get("events")
+    if not name:
+        return {}, {}
+    from recctl.errors import ConfigError
+    from recctl.ingest.mapping import load_mapping
+
+    m = load_mapping(name, cfg.ingest.mappings_dir)
+    if m.target != "events":
+        raise ConfigError(f"mapping {name} is for {m.target}, not events: a session file holds events")
+    return dict(m.event_types), dict(m.columns)
 
 
 def recommend_all(

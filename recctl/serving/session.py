@@ -13,8 +13,8 @@ and items within the price band of what the visitor viewed (± ``PRICE_BAND`` ar
 write-ups' "about ±$100") gain ``CATEGORY_BOOST`` and ``PRICE_BOOST`` (relative). The session's own items
 are never proposed. ``trending`` gives popular items, within a category when the context has one.
 
-``parse_events`` reads an anonymous visitor's events (JSON lines with the fields of ``events``); bad
-lines are errors that name the line.
+``parse_events`` reads an anonymous visitor's events (JSON lines with the fields of ``events``, or the
+shop's own field and event names through its events mapping); bad lines are errors that name the line.
 """
 
 from __future__ import annotations
@@ -45,10 +45,19 @@ CANDIDATE_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
-def parse_events(text: str, *, extra_types: tuple[str, ...] = ()) -> pl.DataFrame:
+def parse_events(
+    text: str, *, extra_types: tuple[str, ...] = (), event_names: dict[str, str] | None = None,
+    columns: dict[str, str] | None = None,
+) -> pl.DataFrame:  # fmt: skip
     """JSON lines (one event per line, the fields of ``events``: item_id, event_type, ts, price, page, …)
-    → item_id, event_type, ts, position. Lines without a timestamp keep their order (position)."""
+    → item_id, event_type, ts, position. Lines without a timestamp keep their order (position).
+
+    ``event_names`` and ``columns`` come from the shop's events mapping (``[event_types]``, ``[columns]``):
+    the shop's own event names (case-insensitive, as ingest reads them: ``pageview`` → ``view``) and field
+    names (``product_id`` for item_id) are accepted; canonical ones always are."""
     known = set(schema.EVENT_TYPES) | set(extra_types)
+    names = {k.strip().lower(): v for k, v in (event_names or {}).items()}
+    renames = [(canon, src) for canon, src in (columns or {}).items() if canon != src]
     rows: list[dict[str, Any]] = []
     for n, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -59,10 +68,16 @@ def parse_events(text: str, *, extra_types: tuple[str, ...] = ()) -> pl.DataFram
             raise DataError(f"session event line {n} is not JSON: {exc.msg}") from None
         if not isinstance(obj, dict):
             raise DataError(f"session event line {n} is not a JSON object")
-        item, kind = obj.get("item_id"), obj.get("event_type", "view")
+        for canon, src in renames:  # the shop's field names (a mapping expression is no field: ignored)
+            if canon not in obj and src in obj:
+                obj[canon] = obj[src]
+        item, raw = obj.get("item_id"), obj.get("event_type", "view")
+        low = str(raw).strip().lower()
+        kind = names.get(low, low)
         if kind not in known:
             raise DataError(
-                f"session event line {n}: unknown event_type {kind!r}", hint=", ".join(sorted(known))
+                f"session event line {n}: unknown event_type {raw!r}",
+                hint=", ".join(sorted(known | set(names))),
             )
         if kind in schema.ITEMLESS_EVENT_TYPES:
             continue  # a search names no item: nothing to recommend from (its query is not used here)

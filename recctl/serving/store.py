@@ -5,6 +5,9 @@ A lookup is fresh when its rows come from the promoted run and are younger than 
 user (every user with events and every registered user) in chunks of ``batch_chunk_users``, on
 ``batch_workers`` threads (each with its own DuckDB cursor; polars, LightGBM and torch release the GIL),
 and replaces the table's contents in one transaction, so readers see the old lists or the new ones.
+``refill`` does the same for a run about to be promoted (by ``train`` or ``runs promote``) when the store
+is in use, keeping the promoted run's rows beside the new ones until the promotion: a newly promoted run
+answers from the store from its first request (a live answer costs seconds: every model is loaded).
 """
 
 from __future__ import annotations
@@ -19,14 +22,19 @@ from recctl.config import parse_duration
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from contextlib import AbstractContextManager
 
     import duckdb
     import polars as pl
 
     from recctl.config import RecctlConfig
+    from recctl.serving.served import Served
     from recctl.warehouse import Warehouse
 
-_COLS = ("user_id", "rank", "item_id", "score", "reason", "sources", "run_id", "created_at")
+    Opener = Callable[[], AbstractContextManager[Warehouse]]
+
+_COLS = ("user_id", "rank", "item_id", "score", "reason", "sources", "run_id", "created_at", "state",
+         "strategy")  # fmt: skip
 
 
 def _now() -> datetime:
@@ -36,17 +44,26 @@ def _now() -> datetime:
 def lookup(
     con: duckdb.DuckDBPyConnection, user_id: str, run_id: str, max_age: str, k: int
 ) -> list[dict[str, Any]] | None:
-    """The user's stored top ``k`` when fresh (same run, younger than ``max_age``), else None. Plain
-    DuckDB and Python: the fast path of ``recommend --user`` imports neither polars nor the models."""
+    """The user's stored top ``k`` when fresh (same run, younger than ``max_age``), else None."""
+    found = stored(con, user_id, run_id, max_age, k)
+    return None if found is None else found["items"]
+
+
+def stored(
+    con: duckdb.DuckDBPyConnection, user_id: str, run_id: str, max_age: str, k: int
+) -> dict[str, Any] | None:
+    """``state``, ``strategy`` (those the list was ranked for) and ``items`` (the user's stored top
+    ``k``) when fresh (same run, younger than ``max_age``), else None. Plain DuckDB and Python: the fast
+    path of ``recommend --user`` imports neither polars nor the models."""
     since = _now() - parse_duration(max_age)
     rows = con.sql(
-        "SELECT item_id, rank, score, sources, reason FROM recs "
+        "SELECT item_id, rank, score, sources, reason, state, strategy FROM recs "
         "WHERE user_id = ? AND run_id = ? AND created_at > ? ORDER BY rank LIMIT ?",
         params=[user_id, run_id, since, k],
     ).fetchall()
     if not rows:
         return None
-    return [
+    items = [
         {
             "item_id": i,
             "rank": int(r),
@@ -54,20 +71,23 @@ def lookup(
             "sources": list(src or []),
             "reason": why,
         }
-        for i, r, s, src, why in rows
+        for i, r, s, src, why, _, _ in rows
     ]
+    return {"state": rows[0][5], "strategy": rows[0][6], "items": items}
 
 
 def freshness(con: duckdb.DuckDBPyConnection, promoted: str | None, max_age: str) -> dict[str, Any]:
-    """What `recctl status` shows about the online store."""
-    rows, users, runs_, oldest, newest = con.sql(
-        "SELECT count(*), count(DISTINCT user_id), list(DISTINCT run_id), min(created_at), max(created_at) "
-        "FROM recs"
+    """What `recctl status` shows about the online store: the promoted run's rows (``run_ids``: every
+    run with rows; the previous run's rows stay beside a newly promoted one's until the next batch)."""
+    (runs_,) = con.sql("SELECT list(DISTINCT run_id ORDER BY run_id) FROM recs").fetchall()[0]
+    rows, users, oldest, newest = con.sql(
+        "SELECT count(*), count(DISTINCT user_id), min(created_at), max(created_at) FROM recs WHERE run_id = ?",
+        params=[promoted],
     ).fetchall()[0]
     seconds = None if newest is None else (_now() - newest).total_seconds()
     age = None if seconds is None else round(seconds / 3600.0, 2)
     fresh = bool(
-        rows and promoted is not None and runs_ == [promoted] and seconds is not None
+        rows and promoted is not None and seconds is not None
         and seconds < parse_duration(max_age).total_seconds()
     )  # fmt: skip
     return {"rows": rows, "users": users, "run_ids": runs_ or [], "promoted_run": promoted,
@@ -94,6 +114,49 @@ def serve_batch(
         return _finish(report, rows, out, t0)
 
 
+def refill(
+    cfg: RecctlConfig, run_id: str, reading: Opener, writing: Opener,
+    progress: Callable[..., None] | None = None,
+) -> dict[str, Any] | None:  # fmt: skip
+    """Before run ``run_id`` is promoted: when the online store is in use (it has rows), rank every
+    user with that run (as many items as the store holds) through ``reading()`` and add its rows
+    through ``writing()`` (one transaction), beside the promoted run's (those of any other run are
+    removed), so the new run answers from the store from its first request and the old one until the
+    promotion. None when the store is empty (the shop does not use it)."""
+    from recctl.runs import promoted as promoted_id
+    from recctl.serving.served import load_run
+
+    live = promoted_id(cfg.runs_dir)
+    with reading() as wh:
+        (n, k) = wh.con.sql("SELECT count(*), max(rank) FROM recs").fetchall()[0]
+        if not n:
+            return None
+        t0 = time.perf_counter()
+        rows, report = rank_all(wh, cfg, k=int(k), progress=progress, served=load_run(cfg.runs_dir, run_id))
+    with writing() as wh:
+        write(wh.con, rows, keep=None if live == run_id else live, replace=run_id)
+    return _finish(report, rows, None, t0)
+
+
+def promote(cfg: RecctlConfig, run_id: str, *, wait: float | None = None) -> dict[str, Any] | None:
+    """`recctl runs promote ID`: check the run, then under the writer lock fill the online store from it
+    (``refill``: reading read-only, one short write) and promote it. Returns the store's report (None:
+    the store is empty or there is no warehouse)."""
+    from recctl import runs
+    from recctl.warehouse import open_reader, reopen_writer, writer_lock
+
+    runs.promotable(cfg.runs_dir, run_id)
+    report = None
+    with writer_lock(cfg, "runs promote", wait=wait):
+        if cfg.warehouse.path.exists():
+            read_wait = cfg.warehouse.lock_wait if wait is None else wait
+            report = refill(
+                cfg, run_id, lambda: open_reader(cfg, wait=read_wait), lambda: reopen_writer(cfg, wait=wait)
+            )
+        runs.promote(cfg.runs_dir, run_id)
+    return report
+
+
 def batch(
     wh: Warehouse, cfg: RecctlConfig, *, k: int | None = None, out: Path | None = None,
     progress: Callable[..., None] | None = None, on_total: Callable[[int], None] | None = None,
@@ -108,15 +171,17 @@ def batch(
 def rank_all(
     wh: Warehouse, cfg: RecctlConfig, *, k: int | None = None,
     progress: Callable[..., None] | None = None, on_total: Callable[[int], None] | None = None,
+    served: Served | None = None,
 ) -> tuple[pl.DataFrame | None, dict[str, Any]]:  # fmt: skip
-    """Every user's top ``k`` as rows of ``recs`` (None when there is nobody), and the report so far."""
+    """Every user's top ``k`` as rows of ``recs`` (None when there is nobody), and the report so far;
+    ranked by ``served`` (default: the promoted run)."""
     import polars as pl
 
     from recctl.serving.served import promoted
     from recctl.serving.user import Inputs, load_inputs, recommend_users
 
     k = k or cfg.serving.k
-    served = promoted(cfg.runs_dir)
+    served = served or promoted(cfg.runs_dir)
     everything = load_inputs(wh.con, None)
     users = everything.visitors["user_id"]
     if on_total:
@@ -152,7 +217,7 @@ def rank_all(
     recs = pl.concat(frames) if frames else pl.DataFrame()
     rows = recs.select(
         "user_id", "rank", "item_id", "score", "reason", "sources",
-        run_id=pl.lit(served.run_id), created_at=pl.lit(now),
+        run_id=pl.lit(served.run_id), created_at=pl.lit(now), state="state", strategy="strategy",
     ) if recs.height else None  # fmt: skip
     by_state = {} if recs.height == 0 else dict(
         recs.group_by("state").agg(pl.col("user_id").n_unique()).sort("state").iter_rows()
@@ -172,14 +237,24 @@ def _finish(report: dict[str, Any], rows: pl.DataFrame | None, out: Path | None,
             "out": str(out) if out else None}  # fmt: skip
 
 
-def write(con: duckdb.DuckDBPyConnection, rows: pl.DataFrame | None) -> None:
-    """Replace the contents of ``recs`` in one transaction (None: empty it)."""
+def write(
+    con: duckdb.DuckDBPyConnection, rows: pl.DataFrame | None, *, keep: str | None = None,
+    replace: str | None = None,
+) -> None:  # fmt: skip
+    """Replace the contents of ``recs`` with ``rows`` in one transaction (None: empty it), keeping the
+    rows of run ``keep`` when given (the promoted run, while ``rows`` come from the run about to replace
+    it; ``replace``: that run's id, whose earlier rows go)."""
     con.execute("BEGIN TRANSACTION")
     try:
-        con.execute("DELETE FROM recs")
+        if keep is None:
+            con.execute("DELETE FROM recs")
+        else:
+            con.execute("DELETE FROM recs WHERE run_id IS DISTINCT FROM ? OR run_id = ?", [keep, replace])
         if rows is not None and rows.height:
             con.register("_recctl_new_recs", rows.select(list(_COLS)))
-            con.execute(f"INSERT INTO recs SELECT {', '.join(_COLS)} FROM _recctl_new_recs")
+            con.execute(
+                f"INSERT INTO recs ({', '.join(_COLS)}) SELECT {', '.join(_COLS)} FROM _recctl_new_recs"
+            )
             con.unregister("_recctl_new_recs")
         con.execute("COMMIT")
     except BaseException:

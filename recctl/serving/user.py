@@ -38,6 +38,17 @@ OUTPUT = ["user_id", "rank", "item_id", "score", "sources", "reason", "rules", "
 _USER_KEY = "coalesce(user_id, 'session:' || session_id)"
 
 
+STABLE_K = 30  # lists up to this long come from the same candidates: a longer one extends a shorter one
+
+
+def depth(k: int) -> int:
+    """Candidates per source (and per visitor before the rules) for a list of ``k``: room for the rules'
+    filters and caps, and the same for every ``k <= STABLE_K`` (fused scores, the ranker's candidates
+    and MMR's scaling all depend on it, so a k-dependent depth let k=3 and k=5 rank different items
+    first)."""
+    return 3 * max(k, STABLE_K) + 20
+
+
 @dataclass
 class Inputs:
     """What ranking a set of users reads from the warehouse (loaded once for a whole batch)."""
@@ -89,7 +100,7 @@ def recommend_users(
     """Each of ``inputs.visitors``' users' top ``k`` (columns ``OUTPUT``), users in input order."""
     s = cfg.serving
     now = now or datetime.now(UTC).replace(tzinfo=None)
-    n = 3 * k + 20  # room for the rules' filters and caps
+    n = depth(k)
     strat = inputs.visitors.with_columns(
         strategy=pl.col("state").replace_strict(s.strategies.model_dump(), return_dtype=pl.String)
     )

@@ -36,7 +36,7 @@ def _v3() -> list[str]:
 
 def _v4() -> list[str]:
     return [
-        schema.create_table_sql("recs", schema.RECS_COLUMNS),
+        schema.create_table_sql("recs", schema.RECS_COLUMNS[:8]),  # state, strategy: added by v5
         schema.create_table_sql("segment_members", schema.SEGMENT_MEMBERS_COLUMNS),
     ]
 
@@ -46,12 +46,20 @@ def _v5() -> list[str]:
     return ["ALTER TABLE ingest_files ADD COLUMN IF NOT EXISTS mapping_sha256 VARCHAR"]
 
 
+def _v6() -> list[str]:
+    return [
+        "ALTER TABLE recs ADD COLUMN IF NOT EXISTS state VARCHAR",
+        "ALTER TABLE recs ADD COLUMN IF NOT EXISTS strategy VARCHAR",
+    ]
+
+
 MIGRATIONS: list[Migration] = [
     (1, "events, items, users, ingest manifest and rejects", _v1),
     (2, "recctl_meta (event key probe)", _v2),
     (3, "eval_runs (every evaluation result row)", _v3),
     (4, "recs (the online store) and segment_members", _v4),
     (5, "ingest_files.mapping_sha256 (the mapping's content is part of a load's identity)", _v5),
+    (6, "recs.state and recs.strategy (a stored answer says what a live one says)", _v6),
 ]
 LATEST = MIGRATIONS[-1][0]
 
