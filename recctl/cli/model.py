@@ -178,22 +178,25 @@ def register(app: typer.Typer) -> None:
         the eval_runs table; --report writes one HTML page that works offline. With --gate, exit 3 when the
         candidate is worse than the promoted run (or popular-recent) by more than the tolerance.
         """
+        from recctl import progress
         from recctl.evaluate.service import run_evaluate
         from recctl.warehouse import open_writer
 
         state: State = ctx.obj
         cfg = state.config
-        with open_writer(cfg, "evaluate", wait=wait) as wh:
-            result, gate_result = run_evaluate(
-                wh, cfg, protocol=protocol, variant=variant, ks=_ks(k), cutoff=cutoff,
-                models=[m.strip() for m in models.split(",")] if models else None,
-                train_files=train, test_files=test, mapping=mapping, dataset=dataset, gate=gate,
-                candidate_ns=_ks(candidate_n),
-            )  # fmt: skip
-        if report is not None:
-            from recctl.evaluate.report import write_report
+        with progress.reporting(state.out, "evaluate"):
+            with open_writer(cfg, "evaluate", wait=wait) as wh:
+                result, gate_result = run_evaluate(
+                    wh, cfg, protocol=protocol, variant=variant, ks=_ks(k), cutoff=cutoff,
+                    models=[m.strip() for m in models.split(",")] if models else None,
+                    train_files=train, test_files=test, mapping=mapping, dataset=dataset, gate=gate,
+                    candidate_ns=_ks(candidate_n),
+                )  # fmt: skip
+            if report is not None:
+                from recctl.evaluate.report import write_report
 
-            result["report"] = str(write_report(result, report))
+                with progress.stage("HTML report"):
+                    result["report"] = str(write_report(result, report))
         state.out.emit(result, lambda c: render_evaluation(result, c))
         if report is not None:
             state.out.info(f"report: {result['report']}")
@@ -222,12 +225,14 @@ def register(app: typer.Typer) -> None:
         of their checksums. It is moved into place only when complete; a failure (or a failed --gate, exit 3)
         leaves the promoted run live. Train holds the writer lock but reads read-only: serving goes on.
         """
+        from recctl import progress
         from recctl.train import train
 
         state: State = ctx.obj
         cfg = state.config
         names = [c.strip() for c in candidates.split(",")] if candidates else None
-        result = train(cfg, gate=gate, names=names, ranker=not no_ranker, wait=wait)
+        with progress.reporting(state.out, "train"):
+            result = train(cfg, gate=gate, names=names, ranker=not no_ranker, wait=wait)
         _removed(state, result.pop("removed_staging"))
         state.out.emit(result, lambda c: c.print(f"trained and promoted run [bold]{result['run_id']}[/]: "
                                                   f"{', '.join(result['models'])}"))  # fmt: skip

@@ -155,6 +155,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Compute every segment's members from the events, catalog and customers, and replace the
         segment_members table with them in one transaction (run it after each ingest, e.g. nightly)."""
+        from recctl import progress
         from recctl.rules.segments import apply_segments
         from recctl.warehouse import open_writer
 
@@ -163,6 +164,9 @@ def register(app: typer.Typer) -> None:
         when = _parse_now(now)
         if not cfg.warehouse.path.exists():
             raise WarehouseError(f"no warehouse at {cfg.warehouse.path}", hint="run `recctl ingest` first")
-        with open_writer(cfg, "segments apply", wait=wait) as wh:
+        with (
+            progress.reporting(state.out, "segments apply"),
+            open_writer(cfg, "segments apply", wait=wait) as wh,
+        ):
             doc = apply_segments(wh, cfg, now=when)
         state.out.emit(doc, lambda c: _render_apply(doc, c))

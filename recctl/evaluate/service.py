@@ -10,7 +10,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from recctl import runs
+from recctl import progress, runs
 from recctl.config import CandidateSpec, RecctlConfig
 from recctl.data import load_interactions, load_items
 from recctl.errors import ConfigError, NotTrainedError
@@ -83,9 +83,10 @@ def _gate(
     if ref_spec.name in result["models"] and current is None:
         ref_value = result["models"][ref_spec.name]["metrics"][metric]
     else:
-        ref = evaluate_specs(
-            split, [ref_spec.model_copy(update={"name": "_reference"})], opts, items=items, dataset=""
-        )
+        with progress.stage(f"reference: {ref_name}"):
+            ref = evaluate_specs(
+                split, [ref_spec.model_copy(update={"name": "_reference"})], opts, items=items, dataset=""
+            )
         ref_value = ref["models"]["_reference"]["metrics"][metric]
     cand_value = result["models"][candidate.name]["metrics"][metric]
     return G.check(metric, (candidate.name, cand_value), (ref_name, ref_value), cfg.evaluate.gate_tolerance)
@@ -148,10 +149,12 @@ def run_evaluate(
     if opts.protocol == "files":
         if not train_files or not test_files:
             raise ConfigError("the files protocol needs --train FILE and --test FILE")
-        files = (_scratch_events(cfg, train_files, mapping), _scratch_events(cfg, test_files, mapping))
+        with progress.stage("load the training and test files"):
+            files = (_scratch_events(cfg, train_files, mapping), _scratch_events(cfg, test_files, mapping))
         events = files[0]
     else:
-        events = load_interactions(wh.con)
+        with progress.stage("load events"):
+            events = load_interactions(wh.con)
     items = load_items(wh.con)
     if files is not None:
         extra = files[0].select("item_id").unique().join(items.select("item_id"), on="item_id", how="anti")
