@@ -155,12 +155,16 @@ class RichReporter(Reporter):
 
     def _progress(self) -> Any:
         if self._bar is None:
-            from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import BarColumn, Progress, SpinnerColumn, Task, TextColumn, TimeElapsedColumn
+            from rich.text import Text
+
+            class Bar(BarColumn):  # a bar only where the total is known (no pulsing "0/?")
+                def render(self, task: Task) -> Any:
+                    return super().render(task) if task.total is not None else Text("")
 
             self._bar = Progress(
-                SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                TextColumn("{task.fields[count]}"), TimeElapsedColumn(), console=self.console,
-                transient=True,
+                SpinnerColumn(), TextColumn("{task.description}"), Bar(), TextColumn("{task.fields[count]}"),
+                TimeElapsedColumn(), console=self.console, transient=True,
             )  # fmt: skip
             self._bar.start()
         return self._bar
