@@ -1,16 +1,15 @@
-"""Where output goes: data on stdout (``--json``), people on stderr (rich tables, progress bars).
+"""Where output goes: data on stdout (``--json``), people on stderr (rich tables; progress is
+``recctl.progress``).
 
-Tables and progress bars appear only when stderr is a terminal and ``--quiet`` is not given, so cron
-jobs stay silent unless something fails. Set ``TTY_COMPATIBLE=1`` to force them (e.g. for a log you
-read yourself). Errors and warnings always go to stderr.
+Tables appear only when stderr is a terminal and ``--quiet`` is not given. Set ``TTY_COMPATIBLE=1`` to
+force them (e.g. for a log you read yourself). Errors and warnings always go to stderr.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -85,29 +84,3 @@ class Output:
         self.err.print(f"[bold red]recctl: error:[/] {escape(message)}", soft_wrap=True)
         if hint:
             self.err.print(f"  [dim]hint:[/] {escape(hint)}", soft_wrap=True)
-
-    @contextmanager
-    def progress(self, total: float | None, description: str) -> Iterator[Callable[..., None]]:
-        """A progress bar on stderr (a no-op for cron jobs); yields ``advance(n=1, description=None)``."""
-        if not self.people:
-            yield lambda *a, **k: None
-            return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            SpinnerColumn,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        with Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=self.err, transient=True,
-        ) as bar:  # fmt: skip
-            task = bar.add_task(description, total=total)
-
-            def advance(n: float = 1, description: str | None = None) -> None:
-                bar.update(task, advance=n, description=description or bar.tasks[0].description)
-
-            yield advance

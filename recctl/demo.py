@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from recctl import progress
 from recctl.config import RecctlConfig, load_config
 from recctl.errors import InputMissingError
 from recctl.evaluate.report import write_report
@@ -62,14 +63,20 @@ def run_demo(data_dir: Path, workdir: Path, *, quick: bool = False) -> dict[str,
     with open_writer(cfg, "demo") as wh:
         for table, name in SAMPLE_FILES.items():
             mapping = resolve_mapping(cfg, table, f"sample-shop-{table}")
-            reports.append(ingest(wh, cfg, table, [(data_dir / name).resolve()], mapping=mapping))
+            with progress.stage(f"ingest {table}"):
+                reports.append(ingest(wh, cfg, table, [(data_dir / name).resolve()], mapping=mapping))
         status = warehouse_status(wh)
-        trained = run_train(wh, cfg)
-        evaluation, _ = run_evaluate(wh, cfg, dataset="sample-shop")
-        segments = apply_segments(wh, cfg)
-        stored = batch(wh, cfg)
+        with progress.stage("train"):
+            trained = run_train(wh, cfg)
+        with progress.stage("evaluate"):
+            evaluation, _ = run_evaluate(wh, cfg, dataset="sample-shop")
+        with progress.stage("segments apply"):
+            segments = apply_segments(wh, cfg)
+        with progress.stage("recommend --all"):
+            stored = batch(wh, cfg)
         examples = _examples(wh, cfg, data_dir)
-    report = write_report(evaluation, workdir / "report.html")
+    with progress.stage("HTML report"):
+        report = write_report(evaluation, workdir / "report.html")
     return {
         "workdir": str(workdir),
         "ingest": reports,

@@ -24,7 +24,7 @@ from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
-from recctl import __version__, runs
+from recctl import __version__, progress, runs
 from recctl.candidates.base import CandidateGenerator, build
 from recctl.config import RecctlConfig
 from recctl.data import load_interactions, load_items
@@ -105,7 +105,7 @@ def _train(
     if not ranker:
         cfg = cfg.model_copy(update={"ranker": cfg.ranker.model_copy(update={"enabled": False})})
     pipe = pipeline_spec(cfg, None, specs)
-    with reading() as wh:
+    with progress.stage("load events and items"), reading() as wh:
         events = load_interactions(wh.con)
         catalog = load_items(wh.con)
     if events.height == 0:
@@ -114,7 +114,8 @@ def _train(
         )
     from recctl.prepare import prepare
 
-    cleaned = prepare(events, cfg.prepare)  # [prepare]: the same clean-up `recctl prepare` reports
+    with progress.stage("prepare"):
+        cleaned = prepare(events, cfg.prepare)  # [prepare]: the same clean-up `recctl prepare` reports
     events = cleaned.events
     run_id = runs.new_run_id()
     cfg.runs_dir.mkdir(parents=True, exist_ok=True)
@@ -126,22 +127,27 @@ def _train(
         resolved["candidates"] = [s.model_dump() for s in specs]
         runs.write_json(staging / "config.json", resolved)
         fitted: dict[str, CandidateGenerator] = {}
-        for spec in specs:
+        for i, spec in enumerate(specs, 1):
             t0 = time.perf_counter()
-            gen = build(spec.kind, spec.name, spec.params)
-            gen.fit(events, seed=derive_seed(cfg.seed, "train", spec.name), items=catalog)
-            if pipe is None:
-                gen.save(staging / "models" / spec.name)
-            else:
-                fitted[spec.name] = gen
+            with progress.stage(f"fit generator {spec.name} ({i}/{len(specs)})"):
+                gen = build(spec.kind, spec.name, spec.params)
+                gen.fit(events, seed=derive_seed(cfg.seed, "train", spec.name), items=catalog)
+                if pipe is None:
+                    gen.save(staging / "models" / spec.name)
+                else:
+                    fitted[spec.name] = gen
             models[spec.name] = {"kind": spec.kind, "fit_s": round(time.perf_counter() - t0, 3)}
         if pipe is not None:
             from recctl.ranking.pipeline import Pipeline, serves
 
             t0 = time.perf_counter()
             model = Pipeline.from_spec(pipe)
-            model.fit(events, seed=derive_seed(cfg.seed, "train", pipe.name), items=catalog, fitted=fitted)
-            model.save(staging / "models" / pipe.name)
+            with progress.stage("ranker"):
+                model.fit(
+                    events, seed=derive_seed(cfg.seed, "train", pipe.name), items=catalog, fitted=fitted
+                )
+            with progress.stage("save run"):
+                model.save(staging / "models" / pipe.name)
             models[pipe.name] = {
                 "kind": pipe.kind,
                 "fit_s": round(time.perf_counter() - t0, 3),
@@ -171,7 +177,7 @@ def _train(
         gate_result = None
         if gate:
             judged = pipe or specs[0]
-            with reading() as wh:  # a read-only one does not store the rows: they are written below
+            with progress.stage("gate evaluation"), reading() as wh:  # read-only: rows are written below
                 result, gate_result = run_evaluate(wh, cfg, gate=True, models=[judged.name], candidates=specs)
             if "eval_id" not in result:
                 with writing() as wh:
@@ -188,7 +194,8 @@ def _train(
             meta["warnings"] = warnings
         meta["status"] = "gate_failed" if gate_result and not gate_result.passed else "trained"
         meta["partial"] = partly
-        path = runs.finish(cfg.runs_dir, staging, run_id, meta)
+        with progress.stage("finish run"):  # the manifest of checksums, then the move into place
+            path = runs.finish(cfg.runs_dir, staging, run_id, meta)
     except BaseException:
         runs.discard(staging)
         raise

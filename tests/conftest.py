@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,6 +35,14 @@ class Result:
 
 
 CliRunner = Callable[..., Result]
+
+#: a stage log line (recctl.progress) as commands write them on stderr off a terminal
+STAGE_LOG = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ recctl [^:]+: .* …")
+
+
+def messages(stderr: str) -> list[str]:
+    """stderr's lines without the stage logs: the errors, hints and warnings a person reads."""
+    return [ln for ln in stderr.split("\n") if not STAGE_LOG.match(ln)]
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from recctl.config import load_config
 from recctl.errors import ConfigError
-from tests.conftest import CliRunner, Result, query
+from tests.conftest import CliRunner, Result, messages, query
 
 LONG = os.environ.get("RECCTL_FUZZ", "ci") == "long"
 SCALE = float(os.environ.get("RECCTL_FUZZ_SCALE", "20" if LONG else "1"))
@@ -60,7 +60,7 @@ def fresh() -> Iterator[Path]:
 
 def error_lines(r: Result) -> list[str]:
     # lines as a terminal shows them: str.splitlines() would also split at \x1c-\x1e, \x85, \u2028
-    return [ln for ln in r.stderr.split("\n") if ln.strip() and not ln.startswith(("  hint:", "warning:"))]
+    return [ln for ln in messages(r.stderr) if ln.strip() and not ln.startswith(("  hint:", "warning:"))]
 
 
 def check(cli: CliRunner, work: Path, table: str, path: Path, read: int | None, *extra: str | Path) -> Result:
@@ -69,7 +69,7 @@ def check(cli: CliRunner, work: Path, table: str, path: Path, read: int | None, 
     r = cli("--json", "--warehouse", wh, "ingest", table, path, *extra)
     event(f"exit {r.code}")
     if r.code in (2, 65):  # the statistics (--hypothesis-show-statistics) show why files were refused
-        event("why " + " ".join(w for w in r.stderr.split()[2:10] if "/" not in w)[:60])
+        event("why " + " ".join(w for w in "\n".join(messages(r.stderr)).split()[2:10] if "/" not in w)[:60])
     assert r.code in (0, 2, 65, 66), r.stderr
     assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
     if r.code == 2:  # refused before any file was read

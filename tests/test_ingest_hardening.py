@@ -21,7 +21,7 @@ import pytest
 from recctl.config import RecctlConfig
 from recctl.ingest import ingest, resolve_mapping
 from recctl.warehouse import open_writer
-from tests.conftest import CliRunner, Result, query, reconciled
+from tests.conftest import CliRunner, Result, messages, query, reconciled
 
 HEADER = "ts,user_id,session_id,item_id,event_type,price\n"
 ROW = "2024-05-01T10:{m:02d}:00Z,u1,s1,p{i},view,{p}\n"
@@ -46,7 +46,7 @@ def run(cli: CliRunner, wh: Path, table: str, *args: str | Path) -> Result:
 
 def error_lines(r: Result) -> list[str]:
     """stderr without hints and warnings: the one line a failure gets."""
-    return [ln for ln in r.stderr.split("\n") if ln.strip() and not ln.startswith(("  hint:", "warning:"))]
+    return [ln for ln in messages(r.stderr) if ln.strip() and not ln.startswith(("  hint:", "warning:"))]
 
 
 def manifest(wh: Path) -> list[tuple[str, str, str | None]]:

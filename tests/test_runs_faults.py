@@ -23,7 +23,7 @@ import pytest
 
 from recctl import runs
 from recctl.errors import NotTrainedError
-from tests.conftest import CliRunner, query
+from tests.conftest import CliRunner, messages, query
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("RECCTL_")}
 OTHER_RUN = "20200101-000000000-0000"  # a second, healthy run beside the promoted one
@@ -107,7 +107,7 @@ def truncate(path: Path) -> None:
 def one_clear_line(r: Any, run_id: str, file: str) -> None:
     """Exit 2 with one ``recctl: error:`` line naming the run and the file (and a hint), no traceback."""
     assert r.code == 2, (r.code, r.stderr)
-    lines = r.stderr.strip().splitlines()
+    lines = [ln for ln in messages(r.stderr) if ln.strip()]
     assert lines[0].startswith("recctl: error: ") and f"run {run_id}" in lines[0] and file in lines[0], lines
     assert len(lines) <= 2 and "internal error" not in r.stderr and "Traceback" not in r.stderr
 

@@ -18,7 +18,7 @@ import pytest
 
 from recctl.warehouse.integrity import classify
 from recctl.warehouse.preflight import wal_header_ok
-from tests.conftest import CliRunner, Result, query
+from tests.conftest import CliRunner, Result, messages, query
 from tests.test_warehouse import ENV, big_csv, holder_script, recctl, wait_for_holder
 
 BLOCK_AT = 3 * 4096  # DuckDB's main header and two database headers come first
@@ -26,7 +26,7 @@ BLOCK_AT = 3 * 4096  # DuckDB's main header and two database headers come first
 
 def one_line_error(r: Result, code: int, *needles: str) -> None:
     assert r.code == code, (r.code, r.stderr)
-    first = r.stderr.splitlines()[0]
+    first = next(ln for ln in messages(r.stderr) if ln)  # the stage logs of what ran before come first
     assert first.startswith("recctl: error: ") and "internal error" not in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
     for needle in needles:

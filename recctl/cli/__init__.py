@@ -60,7 +60,10 @@ def _global(
     ] = None,
     json_: Annotated[bool, typer.Option("--json", help="print exactly one JSON document on stdout")] = False,
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="no tables or progress bars on stderr")
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="no tables, progress or stage logs on stderr: errors and warnings only"
+        ),
     ] = False,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="tracebacks on errors")] = 0,
     version: Annotated[

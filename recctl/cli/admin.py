@@ -179,11 +179,13 @@ def register(app: typer.Typer) -> None:
         for a new visitor, a loyal buyer and a product, and the path of the HTML report. Prints
         its tables even when stderr is not a terminal (it is a tour); --quiet or --json turn them off.
         """
+        from recctl import progress
         from recctl.cli.ingest import render_report
         from recctl.demo import run_demo
 
         state: State = ctx.obj
-        result = run_demo(data, workdir, quick=quick)
+        with progress.reporting(state.out, "demo"):
+            result = run_demo(data, workdir, quick=quick)
         data_out = {**result, "ingest": [r.as_dict() for r in result["ingest"]]}
         from recctl.cli.model import render_evaluation
 

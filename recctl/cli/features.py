@@ -46,11 +46,12 @@ def register(app: typer.Typer) -> None:
         the same --as-of replaces it), a features_meta row, and the online snapshot (online_user_features,
         online_item_features) when this as_of is the newest built.
         """
+        from recctl import progress
         from recctl.features.store import run_features
         from recctl.warehouse import open_writer
 
         state: State = ctx.obj
         cfg = state.config
-        with open_writer(cfg, "features", wait=wait) as wh:
+        with progress.reporting(state.out, "features"), open_writer(cfg, "features", wait=wait) as wh:
             result = run_features(wh, cfg, as_of)
         state.out.emit(result, lambda c: _render(result, c))

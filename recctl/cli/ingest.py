@@ -107,6 +107,7 @@ def register(app: typer.Typer) -> None:
         rows always prints one summary line on stderr, even with --quiet. A file is the same load only
         with the same content AND the same mapping content: a fixed mapping re-reads it.
         """
+        from recctl import progress
         from recctl.ingest import check_format, ingest, resolve_mapping, resolve_paths
         from recctl.warehouse import open_writer
 
@@ -116,18 +117,8 @@ def register(app: typer.Typer) -> None:
         m = resolve_mapping(cfg, table, mapping)
         files = resolve_paths(paths)
         out = state.out
-        with (
-            open_writer(cfg, f"ingest {table}", wait=wait) as wh,
-            out.progress(len(files), f"ingest {table}") as advance,
-        ):
-
-            def on_file(path: Path, result: FileResult | None) -> None:
-                if result is None:
-                    advance(0, description=f"{table}: {path.name}")
-                else:
-                    advance(1)
-
-            report = ingest(wh, cfg, table, files, mapping=m, fmt=fmt, force=force, on_file=on_file)
+        with progress.reporting(out, f"ingest {table}"), open_writer(cfg, f"ingest {table}", wait=wait) as wh:
+            report = ingest(wh, cfg, table, files, mapping=m, fmt=fmt, force=force)
         out.emit(report.as_dict(), lambda c: render_report(report, c))
         # what a person must know is on stderr whatever the output mode (the table shows it to a terminal)
         if not out.people and not out.quiet:

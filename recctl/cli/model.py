@@ -195,6 +195,7 @@ def register(app: typer.Typer) -> None:
         the eval_runs table; --report writes one HTML page that works offline. With --gate, exit 3 when the
         candidate is worse than the promoted run (or popular-recent) by more than the tolerance.
         """
+        from recctl import progress
         from recctl.evaluate.service import run_evaluate
         from recctl.warehouse import open_writer
 
@@ -205,16 +206,18 @@ def register(app: typer.Typer) -> None:
         if variant is not None:
             one_of(variant, get_args(Variant), what="variant", where="--variant")
         chosen = name_list(models, model_names(cfg), what="model", where="--models") if models else None
-        with open_writer(cfg, "evaluate", wait=wait) as wh:
-            result, gate_result = run_evaluate(
-                wh, cfg, protocol=protocol, variant=variant, ks=_ks(k), cutoff=cutoff, models=chosen,
-                train_files=train, test_files=test, mapping=mapping, dataset=dataset, gate=gate,
-                candidate_ns=_ks(candidate_n),
-            )  # fmt: skip
-        if report is not None:
-            from recctl.evaluate.report import write_report
+        with progress.reporting(state.out, "evaluate"):
+            with open_writer(cfg, "evaluate", wait=wait) as wh:
+                result, gate_result = run_evaluate(
+                    wh, cfg, protocol=protocol, variant=variant, ks=_ks(k), cutoff=cutoff, models=chosen,
+                    train_files=train, test_files=test, mapping=mapping, dataset=dataset, gate=gate,
+                    candidate_ns=_ks(candidate_n),
+                )  # fmt: skip
+            if report is not None:
+                from recctl.evaluate.report import write_report
 
-            result["report"] = str(write_report(result, report))
+                with progress.stage("HTML report"):
+                    result["report"] = str(write_report(result, report))
         state.out.emit(result, lambda c: render_evaluation(result, c))
         if report is not None:
             state.out.info(f"report: {result['report']}")
@@ -272,6 +275,7 @@ def register(app: typer.Typer) -> None:
         writer lock but reads read-only: serving goes on. When the online store is in use, it is filled
         from the new run before the promotion.
         """
+        from recctl import progress
         from recctl.train import train
 
         state: State = ctx.obj
@@ -282,7 +286,8 @@ def register(app: typer.Typer) -> None:
             if candidates
             else None
         )
-        result = train(cfg, gate=gate, names=names, ranker=not no_ranker, wait=wait, promote=promote)
+        with progress.reporting(state.out, "train"):
+            result = train(cfg, gate=gate, names=names, ranker=not no_ranker, wait=wait, promote=promote)
         _removed(state, result.pop("removed_staging"))
         for warning in result.get("warnings", []):
             state.out.warn(warning)

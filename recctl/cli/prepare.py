@@ -54,15 +54,17 @@ def register(app: typer.Typer) -> None:
         stored as the table events_prepared and the report appended to prepare_log; --dry-run only
         reports (and reads the warehouse without the writer lock).
         """
+        from recctl import progress
         from recctl.prepare import run_prepare
         from recctl.warehouse import open_reader, open_writer
 
         state: State = ctx.obj
         cfg = state.config
-        if dry_run:
-            with open_reader(cfg, wait=wait or 0.0) as wh:
-                doc = run_prepare(wh, cfg, dry_run=True)
-        else:
-            with open_writer(cfg, "prepare", wait=wait) as wh:
-                doc = run_prepare(wh, cfg, dry_run=False)
+        with progress.reporting(state.out, "prepare"):
+            if dry_run:
+                with open_reader(cfg, wait=wait or 0.0) as wh:
+                    doc = run_prepare(wh, cfg, dry_run=True)
+            else:
+                with open_writer(cfg, "prepare", wait=wait) as wh:
+                    doc = run_prepare(wh, cfg, dry_run=False)
         state.out.emit(doc, lambda c: render_prepare(doc, c))

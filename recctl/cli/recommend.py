@@ -122,8 +122,10 @@ def register(app: typer.Typer) -> None:
         state: State = ctx.obj
         cfg = state.config
         if all_:  # it takes the writer lock itself: it reads read-only until it writes
-            with state.out.progress(None, "ranking users") as adv:
-                result = service.recommend_all(cfg, k=k, out=out, wait=wait, progress=adv)
+            from recctl import progress
+
+            with progress.reporting(state.out, "recommend --all"):
+                result = service.recommend_all(cfg, k=k, out=out, wait=wait)
             state.out.emit(result, lambda c: _render_batch(result, c))
             return
         text = None

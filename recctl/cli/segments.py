@@ -157,6 +157,7 @@ def register(app: typer.Typer) -> None:
         segment_members table with them in one transaction (run it after each ingest, e.g. nightly).
         An export that lags the clock by more than a day is evaluated as of its newest event, so that
         recency conditions do not empty: a warning says so; --now overrides."""
+        from recctl import progress
         from recctl.rules.segments import apply_segments
         from recctl.warehouse import open_writer
 
@@ -165,7 +166,10 @@ def register(app: typer.Typer) -> None:
         when = _parse_now(now)
         if not cfg.warehouse.path.exists():
             raise WarehouseError(f"no warehouse at {cfg.warehouse.path}", hint="run `recctl ingest` first")
-        with open_writer(cfg, "segments apply", wait=wait) as wh:
+        with (
+            progress.reporting(state.out, "segments apply"),
+            open_writer(cfg, "segments apply", wait=wait) as wh,
+        ):
             doc = apply_segments(wh, cfg, now=when)
         from rich.markup import escape
 

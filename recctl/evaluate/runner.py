@@ -12,6 +12,7 @@ from typing import Any, get_args
 
 import polars as pl
 
+from recctl import progress
 from recctl.candidates.base import CandidateGenerator
 from recctl.config import CandidateSpec, EvaluateConfig, Protocol, RecctlConfig
 from recctl.errors import ConfigError
@@ -78,9 +79,11 @@ def make_split(
     events it trains on); the targets are never cleaned. ``split.info["prepare"]`` holds the report."""
     from recctl.prepare import prepare
 
-    split = _split(events, cfg, opts, cutoff=cutoff, files=files)
-    cleaned = prepare(split.train, cfg.prepare)
-    valid = None if split.valid_train is None else prepare(split.valid_train, cfg.prepare).events
+    with progress.stage(f"{opts.protocol} split"):
+        split = _split(events, cfg, opts, cutoff=cutoff, files=files)
+    with progress.stage("prepare the training view"):
+        cleaned = prepare(split.train, cfg.prepare)
+        valid = None if split.valid_train is None else prepare(split.valid_train, cfg.prepare).events
     info = {**split.info, "prepare": cleaned.as_dict()}
     return replace(split, train=cleaned.events, valid_train=valid, raw_train=split.train, info=info)
 
@@ -136,6 +139,10 @@ def score_model(
         item_features=items.select("item_id", "category"),
     )  # fmt: skip
     metrics = {f"{m}@{k}": means[f"{m}@{k}"] for k in opts.ks for m in ACCURACY} | beyond
+    metrics_s = time.perf_counter() - t0 - fit_s - recommend_s
+    # the model's stage end line says where its time went (one line per model in the stage logs)
+    progress.note(f"fit {fit_s:.1f} s, {users.len()} test users ranked in {recommend_s:.1f} s, "
+                  f"metrics {metrics_s:.1f} s ({opts.n_boot} bootstrap resamples)")  # fmt: skip
     if not opts.filter_seen:
         metrics |= M.repeat_explore(recs, split.test, split.seen(), opts.ks)
     return {
@@ -201,17 +208,25 @@ def evaluate_specs(
     wanted = {g["name"]: (g["kind"], g.get("params", {})) for p in pipes for g in p.params["generators"]}
     cache: dict[str, CandidateGenerator] = {}
     scored: dict[str, dict[str, Any]] = {}
-    for s in [s for s in specs if s.kind != PIPELINE] + pipes:
+    for i, s in enumerate([s for s in specs if s.kind != PIPELINE] + pipes, 1):
         keep = wanted.get(s.name) == (s.kind, s.params)
-        scored[s.name] = score_model(
-            s, split, opts, popularity=popularity, items=items, fitted=cache if keep or s in pipes else None
-        )
+        with progress.stage(f"model {s.name}" + (f" ({i}/{len(specs)})" if len(specs) > 1 else "")):
+            scored[s.name] = score_model(
+                s,
+                split,
+                opts,
+                popularity=popularity,
+                items=items,
+                fitted=cache if keep or s in pipes else None,
+            )
     cache.clear()
     models = {s.name: scored[s.name] for s in specs}
     hits = {name: m.pop("_hits") for name, m in models.items()}
     per_user = {name: m.pop("_per_user") for name, m in models.items()}
     for p in pipes:  # the pipeline against every other model on the same users: a paired interval
-        if p.name in models:
+        if p.name not in models:
+            continue
+        with progress.stage(f"paired lift intervals of {p.name}"):
             models[p.name]["lift"] = {
                 other: {
                     f"ndcg@{k}": list(M.paired_lift(per_user[p.name], pu, f"ndcg@{k}", n_boot=opts.n_boot,

@@ -10,7 +10,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from recctl import runs
+from recctl import progress, runs
 from recctl.config import CandidateSpec, RecctlConfig
 from recctl.data import load_interactions, load_items
 from recctl.errors import ConfigError, NotTrainedError
@@ -90,13 +90,18 @@ def _gate(
             )
     if ref_spec.name in result["models"] and current is None:
         ref_value = result["models"][ref_spec.name]["metrics"][metric]
-    elif (ref_spec.name, ref_spec.kind, ref_spec.params) == (candidate.name, candidate.kind, candidate.params):
+    elif (ref_spec.name, ref_spec.kind, ref_spec.params) == (
+        candidate.name,
+        candidate.kind,
+        candidate.params,
+    ):
         # the live run's settings are the candidate's: fitting them again on this split gives the same
         # model, so its value is the candidate's (a re-fit under another name drew other seeds, and on a
         # small shop the gate refused the very settings it had just trained)
         ref_value = result["models"][candidate.name]["metrics"][metric]
     else:  # fitted under its own name: the seeds are those it was trained with
-        ref = evaluate_specs(split, [ref_spec], opts, items=items, dataset="")
+        with progress.stage(f"reference: {ref_name}"):
+            ref = evaluate_specs(split, [ref_spec], opts, items=items, dataset="")
         ref_value = ref["models"][ref_spec.name]["metrics"][metric]
     cand_value = result["models"][candidate.name]["metrics"][metric]
     return G.check(
@@ -161,10 +166,12 @@ def run_evaluate(
     if opts.protocol == "files":
         if not train_files or not test_files:
             raise ConfigError("the files protocol needs --train FILE and --test FILE")
-        files = (_scratch_events(cfg, train_files, mapping), _scratch_events(cfg, test_files, mapping))
+        with progress.stage("load the training and test files"):
+            files = (_scratch_events(cfg, train_files, mapping), _scratch_events(cfg, test_files, mapping))
         events = files[0]
     else:
-        events = load_interactions(wh.con)
+        with progress.stage("load events"):
+            events = load_interactions(wh.con)
     items = load_items(wh.con)
     if files is not None:
         extra = files[0].select("item_id").unique().join(items.select("item_id"), on="item_id", how="anti")

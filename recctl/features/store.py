@@ -18,6 +18,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from recctl import progress
 from recctl.config import RecctlConfig
 from recctl.data import load_interactions, load_items
 from recctl.errors import ConfigError, DataError, WarehouseError
@@ -121,8 +122,11 @@ def run_features(wh: Warehouse, cfg: RecctlConfig, as_of: str | datetime | None 
                             hint="run `recctl ingest events` first")  # fmt: skip
         when = last + timedelta(microseconds=1)
     when = naive_utc(when)
-    events = load_interactions(wh.con, before=when)
-    fs = build(events, load_items(wh.con), when, windows=tuple(cfg.features.windows))
+    with progress.stage("load events and items"):
+        events = load_interactions(wh.con, before=when)
+        items = load_items(wh.con)
+    with progress.stage("build features"):
+        fs = build(events, items, when, windows=tuple(cfg.features.windows))
     meta: dict[str, Any] = {
         "as_of": fs.as_of,
         "built_at": datetime.now(UTC).replace(tzinfo=None, microsecond=0),
@@ -134,7 +138,8 @@ def run_features(wh: Warehouse, cfg: RecctlConfig, as_of: str | datetime | None 
         "windows": list(fs.windows),
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    meta["online"] = write_feature_set(wh.con, fs, meta)
+    with progress.stage("write the snapshot"):
+        meta["online"] = write_feature_set(wh.con, fs, meta)
     meta["tables"] = {f"features_{k}": v.height for k, v in fs.tables().items()}
     meta["seconds"] = round(time.perf_counter() - t0, 3)
     return meta

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import glob
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from recctl import schema
+from recctl import progress, schema
 from recctl.config import RecctlConfig, parse_duration
 from recctl.errors import ConfigError, InputMissingError
 from recctl.ingest.guard import check_mapping
@@ -144,11 +144,11 @@ def ingest(
     mapping: Mapping,
     fmt: str | None = None,
     force: bool = False,
-    on_file: Callable[[Path, FileResult | None], None] | None = None,
 ) -> IngestReport:
     """Load ``paths`` into ``target``, one transaction per file. Never raises for a bad file:
     failures are in the report (and the manifest), so that one broken export does not stop the rest.
-    A bad mapping or format is refused first (ConfigError), before any file is touched."""
+    A bad mapping or format is refused first (ConfigError), before any file is touched. Progress: one
+    stage per file, its end line with the file's status and row counts."""
     check_format(fmt)
     check_mapping(wh.con, mapping, allow_file_functions=cfg.ingest.allow_file_functions)
     for name in mapping.event_types.values():
@@ -159,12 +159,21 @@ def ingest(
             )
     rules = rules_from(cfg)
     report = IngestReport(target, mapping.source)
-    for path in paths:
-        if on_file:
-            on_file(path, None)
-        result = load_file(wh.con, path, mapping, rules, fmt=fmt, force=force)
-        result.reject_share_exceeded = too_many_rejects(result, cfg.ingest.max_reject_share)
+    for i, path in enumerate(paths, 1):
+        with progress.stage(f"{path.name} ({i}/{len(paths)})"):
+            result = load_file(wh.con, path, mapping, rules, fmt=fmt, force=force)
+            result.reject_share_exceeded = too_many_rejects(result, cfg.ingest.max_reject_share)
+            progress.note(_summary(result))
         report.files.append(result)
-        if on_file:
-            on_file(path, result)
     return report
+
+
+def _summary(r: FileResult) -> str:
+    """A file's outcome in a few words, for its stage log line."""
+    if r.status != "loaded":
+        return r.status
+    counts = f"{r.rows_loaded} of {r.rows_read} rows loaded"
+    extra = [
+        f"{n} {what}" for n, what in ((r.rows_rejected, "rejected"), (r.rows_duplicate, "duplicate")) if n
+    ]
+    return counts + (f" ({', '.join(extra)})" if extra else "")

@@ -15,6 +15,7 @@ from typing import Any
 
 import duckdb
 
+from recctl import progress
 from recctl.config import RecctlConfig
 from recctl.data import INTERACTION_COLUMNS, load_interactions
 from recctl.errors import WarehouseError
@@ -66,9 +67,13 @@ def run_prepare(wh: Warehouse, cfg: RecctlConfig, dry_run: bool = False) -> dict
         raise WarehouseError("recctl prepare needs the warehouse open for writing (or a dry run)")
     run_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     run_id = f"{run_at:%Y%m%dT%H%M%S}-{secrets.token_hex(2)}"
-    result = prepare(load_interactions(wh.con), cfg.prepare)
+    with progress.stage("load events"):
+        events = load_interactions(wh.con)
+    with progress.stage("filters"):
+        result = prepare(events, cfg.prepare)
     if not dry_run:
-        _store(wh.con, result, run_id, run_at)
+        with progress.stage("store events_prepared"):
+            _store(wh.con, result, run_id, run_at)
     return {
         "run_id": run_id,
         "run_at": run_at,

@@ -26,6 +26,7 @@ from typing import Any, Literal, Self
 import polars as pl
 from pydantic import Field
 
+from recctl import progress
 from recctl.candidates.base import CandidateGenerator, Params, build, rank_top
 from recctl.ranking import dataset as D
 from recctl.ranking.merge import candidate_columns, propose, source_names
@@ -108,7 +109,8 @@ class Pipeline:
         missing = [g for g in p.generators if g.name not in final]
         final |= self._fit_generators(train, seed, items, "final", missing)
         self.generators = {g.name: final[g.name] for g in p.generators}
-        self.features = self._feature_set(train, items, _after(train))
+        with progress.stage("features as of the end of training"):
+            self.features = self._feature_set(train, items, _after(train))
         self.as_of = _after(train)
         self._keep_for_rules(train, items)
         self.info["fit_s"] = round(time.perf_counter() - t0, 3)
@@ -159,7 +161,8 @@ class Pipeline:
         from recctl.ranking.ranker import lightgbm
 
         try:
-            ranker = train_ranker(tr, va, features, p.lgbm, derive_seed(seed, "lgbm"))
+            with progress.stage("LightGBM fit"):
+                ranker = train_ranker(tr, va, features, p.lgbm, derive_seed(seed, "lgbm"))
         except (ValueError, lightgbm().basic.LightGBMError) as exc:
             return self._fallback(
                 cands, split.labels, f"LightGBM could not fit: {str(exc).strip()[:200]}", info
@@ -214,17 +217,21 @@ class Pipeline:
     ) -> tuple[D.LabelSplit, pl.DataFrame, pl.DataFrame]:
         """(label split, merged candidates, labelled and described training rows sorted by user)."""
         p = self.params
-        split = D.label_split(train, p.label, p.label_window, p.target_events)
+        with progress.stage("label split"):
+            split = D.label_split(train, p.label, p.label_window, p.target_events)
         history_gens = self._fit_generators(split.history, seed, items, "history")
         users = D.sample_users(split.labels["user_id"], p.max_users, derive_seed(seed, "users"))
         seen = split.history.select("user_id", "item_id").unique() if p.filter_seen else None
-        cands = propose(history_gens, users, p.n_per_generator, seen)
+        with progress.stage(f"candidates for {users.len()} label users"):
+            cands = propose(history_gens, users, p.n_per_generator, seen)
         del history_gens
         data = D.label_candidates(cands, split.labels)
         data = D.sample_negatives(
             data, hard_rank=p.hard_rank, negatives=p.negatives, seed=derive_seed(seed, "neg")
         )
-        data = self._describe(data, split.history, items, split.as_of).sort("user_id", maintain_order=True)
+        with progress.stage("features"):
+            data = self._describe(data, split.history, items, split.as_of)
+            data = data.sort("user_id", maintain_order=True)
         return split, cands, data
 
     def _keep_for_rules(self, train: pl.DataFrame, items: pl.DataFrame | None) -> None:
@@ -244,9 +251,12 @@ class Pipeline:
         specs: list[GeneratorSpec] | None = None,
     ) -> dict[str, CandidateGenerator]:  # fmt: skip
         out: dict[str, CandidateGenerator] = {}
-        for spec in self.params.generators if specs is None else specs:
-            gen = build(spec.kind, spec.name, spec.params)
-            gen.fit(events, seed=derive_seed(seed, stage, spec.name), items=items)
+        todo = self.params.generators if specs is None else specs
+        where = "on the label history" if stage == "history" else "on all of training"
+        for i, spec in enumerate(todo, 1):
+            with progress.stage(f"fit generator {spec.name} {where} ({i}/{len(todo)})"):
+                gen = build(spec.kind, spec.name, spec.params)
+                gen.fit(events, seed=derive_seed(seed, stage, spec.name), items=items)
             out[spec.name] = gen
         return out
 

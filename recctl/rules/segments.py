@@ -30,6 +30,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from recctl import progress
 from recctl.config import BusinessRule, RecctlConfig, RulesConfig
 from recctl.data import load_interactions, load_items
 from recctl.errors import ConfigError
@@ -242,8 +243,11 @@ def apply_segments(wh: Warehouse, cfg: RecctlConfig, now: datetime | None = None
         now, lagging = default_now(con, applied_at)
         now_from = "clock" if lagging is None else "newest event"
         warnings += [lagging] if lagging else []
-    registered = con.sql("SELECT DISTINCT user_id FROM users WHERE user_id IS NOT NULL").pl()
-    members, evaluated = _evaluate(load_interactions(con), load_items(con), registered, defs, now)
+    with progress.stage("load events, items and users"):
+        registered = con.sql("SELECT DISTINCT user_id FROM users WHERE user_id IS NOT NULL").pl()
+        events, items = load_interactions(con), load_items(con)
+    with progress.stage(f"membership of {len(defs.segments)} segments"):
+        members, evaluated = _evaluate(events, items, registered, defs, now)
     con.begin()
     try:
         con.execute("DELETE FROM segment_members")

@@ -16,7 +16,6 @@ from recctl.serving.served import promoted
 from recctl.serving.store import stored
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from datetime import datetime
     from pathlib import Path
 
@@ -133,11 +132,10 @@ def _session_mapping(cfg: RecctlConfig, name: str | None) -> tuple[dict[str, str
 
 
 def recommend_all(
-    cfg: RecctlConfig, *, k: int | None = None, out: Path | None = None, wait: float | None = None,
-    progress: Callable[..., None] | None = None, on_total: Callable[[int], None] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    cfg: RecctlConfig, *, k: int | None = None, out: Path | None = None, wait: float | None = None
+) -> dict[str, Any]:
     """`recommend --all`: takes the writer lock itself and ranks through a read-only connection, so that
     serving goes on until the one-transaction write (``recctl.serving.store.serve_batch``)."""
     from recctl.serving.store import serve_batch
 
-    return serve_batch(cfg, k=k, out=out, wait=wait, progress=progress, on_total=on_total)
+    return serve_batch(cfg, k=k, out=out, wait=wait)

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recctl import progress
 from recctl.config import parse_duration
 
 if TYPE_CHECKING:
@@ -95,9 +96,8 @@ def freshness(con: duckdb.DuckDBPyConnection, promoted: str | None, max_age: str
 
 
 def serve_batch(
-    cfg: RecctlConfig, *, k: int | None = None, out: Path | None = None, wait: float | None = None,
-    progress: Callable[..., None] | None = None, on_total: Callable[[int], None] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    cfg: RecctlConfig, *, k: int | None = None, out: Path | None = None, wait: float | None = None
+) -> dict[str, Any]:
     """``batch`` as `recommend --all` runs it: under the writer lock, ranking through a read-only
     connection (serving calls keep being answered, from the previous lists, meanwhile), then a short
     read-write open for the one-transaction write."""
@@ -108,16 +108,13 @@ def serve_batch(
             pass  # pending migrations first: readers refuse an old schema
         t0 = time.perf_counter()
         with open_reader(cfg, wait=cfg.warehouse.lock_wait if wait is None else wait) as wh:
-            rows, report = rank_all(wh, cfg, k=k, progress=progress, on_total=on_total)
-        with reopen_writer(cfg, wait=wait) as wh:
+            rows, report = rank_all(wh, cfg, k=k)
+        with progress.stage("write the online store"), reopen_writer(cfg, wait=wait) as wh:
             write(wh.con, rows)
         return _finish(report, rows, out, t0)
 
 
-def refill(
-    cfg: RecctlConfig, run_id: str, reading: Opener, writing: Opener,
-    progress: Callable[..., None] | None = None,
-) -> dict[str, Any] | None:  # fmt: skip
+def refill(cfg: RecctlConfig, run_id: str, reading: Opener, writing: Opener) -> dict[str, Any] | None:
     """Before run ``run_id`` is promoted: when the online store is in use (it has rows), rank every
     user with that run (as many items as the store holds) through ``reading()`` and add its rows
     through ``writing()`` (one transaction), beside the promoted run's (those of any other run are
@@ -132,7 +129,8 @@ def refill(
         if not n:
             return None
         t0 = time.perf_counter()
-        rows, report = rank_all(wh, cfg, k=int(k), progress=progress, served=load_run(cfg.runs_dir, run_id))
+        with progress.stage("fill the online store from the new run"):
+            rows, report = rank_all(wh, cfg, k=int(k), served=load_run(cfg.runs_dir, run_id))
     with writing() as wh:
         write(wh.con, rows, keep=None if live == run_id else live, replace=run_id)
     return _finish(report, rows, None, t0)
@@ -158,23 +156,22 @@ def promote(cfg: RecctlConfig, run_id: str, *, wait: float | None = None) -> dic
 
 
 def batch(
-    wh: Warehouse, cfg: RecctlConfig, *, k: int | None = None, out: Path | None = None,
-    progress: Callable[..., None] | None = None, on_total: Callable[[int], None] | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    wh: Warehouse, cfg: RecctlConfig, *, k: int | None = None, out: Path | None = None
+) -> dict[str, Any]:
     """Rank every user into ``recs`` (and ``out`` as parquet) on an open writer; returns the report."""
     t0 = time.perf_counter()
-    rows, report = rank_all(wh, cfg, k=k, progress=progress, on_total=on_total)
-    write(wh.con, rows)
+    rows, report = rank_all(wh, cfg, k=k)
+    with progress.stage("write the online store"):
+        write(wh.con, rows)
     return _finish(report, rows, out, t0)
 
 
 def rank_all(
-    wh: Warehouse, cfg: RecctlConfig, *, k: int | None = None,
-    progress: Callable[..., None] | None = None, on_total: Callable[[int], None] | None = None,
-    served: Served | None = None,
-) -> tuple[pl.DataFrame | None, dict[str, Any]]:  # fmt: skip
+    wh: Warehouse, cfg: RecctlConfig, *, k: int | None = None, served: Served | None = None
+) -> tuple[pl.DataFrame | None, dict[str, Any]]:
     """Every user's top ``k`` as rows of ``recs`` (None when there is nobody), and the report so far;
-    ranked by ``served`` (default: the promoted run)."""
+    ranked by ``served`` (default: the promoted run). Progress: the stage ``rank users`` counts users
+    per chunk (n/N, N known from the start)."""
     import polars as pl
 
     from recctl.serving.served import promoted
@@ -182,15 +179,14 @@ def rank_all(
 
     k = k or cfg.serving.k
     served = served or promoted(cfg.runs_dir)
-    everything = load_inputs(wh.con, None)
+    with progress.stage(f"load users, events and run {served.run_id}"):
+        everything = load_inputs(wh.con, None)
+        if served.pipeline() is None:  # load the models once, before the threads share them
+            for s in served.specs:
+                served.generator(s["name"])
     users = everything.visitors["user_id"]
-    if on_total:
-        on_total(users.len())
     size = cfg.serving.batch_chunk_users
     chunks = [users.slice(lo, size) for lo in range(0, users.len(), size)]
-    if served.pipeline() is None:  # load the models once, before the threads share them
-        for s in served.specs:
-            served.generator(s["name"])
     now = _now()
 
     def one(chunk: pl.Series) -> pl.DataFrame:
@@ -205,15 +201,20 @@ def rank_all(
             frame = recommend_users(cur, cfg, served, inputs, k, now=now)
         finally:
             cur.close()
-        if progress:
-            progress(chunk.len())
         return frame
 
-    if cfg.serving.batch_workers > 1 and len(chunks) > 1:
-        with ThreadPoolExecutor(cfg.serving.batch_workers) as pool:
-            frames = list(pool.map(one, chunks))
-    else:
-        frames = [one(c) for c in chunks]
+    frames: list[pl.DataFrame] = []
+    # progress is counted here, in the command's thread, as each chunk's lists arrive (in order)
+    with progress.stage("rank users", total=users.len(), unit="users"):
+        if cfg.serving.batch_workers > 1 and len(chunks) > 1:
+            with ThreadPoolExecutor(cfg.serving.batch_workers) as pool:
+                for chunk, frame in zip(chunks, pool.map(one, chunks), strict=True):
+                    frames.append(frame)
+                    progress.advance(chunk.len())
+        else:
+            for chunk in chunks:
+                frames.append(one(chunk))
+                progress.advance(chunk.len())
     recs = pl.concat(frames) if frames else pl.DataFrame()
     rows = recs.select(
         "user_id", "rank", "item_id", "score", "reason", "sources",
@@ -229,8 +230,9 @@ def rank_all(
 def _finish(report: dict[str, Any], rows: pl.DataFrame | None, out: Path | None, t0: float) -> dict[str, Any]:
     """The batch's report, once ``rows`` are stored (and written to ``out``)."""
     if out is not None and rows is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        rows.write_parquet(out)
+        with progress.stage(f"write {out.name}"):
+            out.parent.mkdir(parents=True, exist_ok=True)
+            rows.write_parquet(out)
     seconds = time.perf_counter() - t0
     users = report["users"]
     return {**report, "seconds": round(seconds, 2), "users_per_s": round(users / seconds, 1) if seconds > 0 else None,
