@@ -66,9 +66,12 @@ def test_json_is_exactly_one_document_and_errors_go_to_stderr(cli: CliRunner, wh
     assert "recctl: error:" in r.stderr and "recctl: error:" not in r.stdout
 
 
-def test_quiet_and_non_terminal_runs_print_nothing_on_success(cli: CliRunner, wh: Path) -> None:
+def test_quiet_runs_print_their_data_and_nothing_else_on_success(cli: CliRunner, wh: Path) -> None:
     r = cli("--quiet", "--warehouse", wh, "ingest", "events", BAD / "dup_within.csv")
-    assert (r.code, r.stdout, r.stderr) == (0, "", "")
+    assert (r.code, r.stderr) == (0, "")
+    header, row = r.stdout.splitlines()  # the data (TSV), no decoration
+    assert header.startswith("path\tstatus\trows_read\trows_loaded\trows_rejected\trows_duplicate")
+    assert row.split("\t")[:6] == [str(BAD / "dup_within.csv"), "loaded", "4", "2", "0", "2"]
 
 
 def test_traceback_only_with_verbose(cli: CliRunner, wh: Path) -> None:

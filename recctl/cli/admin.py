@@ -156,7 +156,9 @@ def register(app: typer.Typer) -> None:
                 t.add_row(Path(r["source_file"]).name, str(r["line"]), r["reason"], r["raw"][:120])
             c.print(t)
 
-        state.out.emit(rows, render)
+        state.out.emit(
+            rows, render, columns=("source_file", "target", "line", "reason", "raw", "ingested_at")
+        )
 
     @app.command("demo")
     def demo_cmd(

@@ -113,7 +113,10 @@ def register(app: typer.Typer) -> None:
                     advance(1)
 
             report = ingest(wh, cfg, table, files, mapping=m, fmt=fmt, force=force, on_file=on_file)
-        out.emit(report.as_dict(), lambda c: render_report(report, c))
+        cols = ("path", "status", "rows_read", "rows_loaded", "rows_rejected", "rows_duplicate", "seconds",
+                "message")  # fmt: skip
+        rows = [f.as_dict() for f in report.files]
+        out.emit(report.as_dict(), lambda c: render_report(report, c), rows=rows, columns=cols)
         # what a person must know is on stderr whatever the output mode (the table shows it to a terminal)
         if not out.people and not out.quiet:
             for f in report.files:

@@ -194,7 +194,8 @@ def register(app: typer.Typer) -> None:
             from recctl.evaluate.report import write_report
 
             result["report"] = str(write_report(result, report))
-        state.out.emit(result, lambda c: render_evaluation(result, c))
+        rows = [{"model": name, **r["metrics"]} for name, r in result["models"].items()]
+        state.out.emit(result, lambda c: render_evaluation(result, c), rows=rows)
         if report is not None:
             state.out.info(f"report: {result['report']}")
         if gate_result is not None and not gate_result.passed:
@@ -232,7 +233,9 @@ def register(app: typer.Typer) -> None:
         state.out.emit(result, lambda c: c.print(f"trained and promoted run [bold]{result['run_id']}[/]: "
                                                   f"{', '.join(result['models'])}"))  # fmt: skip
 
-    runs_app = typer.Typer(help="List, inspect and promote model runs.", no_args_is_help=True)
+    runs_app = typer.Typer(
+        help="List, inspect and promote model runs.", no_args_is_help=True, rich_markup_mode=None
+    )
     app.add_typer(runs_app, name="runs")
 
     @runs_app.command("list")
@@ -256,7 +259,9 @@ def register(app: typer.Typer) -> None:
                           "✓" if r["promoted"] else "")  # fmt: skip
             c.print(t)
 
-        state.out.emit(rows, render)
+        state.out.emit(
+            rows, render, columns=("run_id", "created_at", "status", "models", "promoted", "problem")
+        )
         for r in rows:
             if r.get("problem"):
                 state.out.warn(f"run {r['run_id']} is broken: {r['problem']}")
