@@ -126,8 +126,9 @@ def hoist_globals(argv: list[str]) -> list[str]:
     Values are kept with their option (``--config PATH``, ``--config=PATH``); the values of the
     subcommand's own options are never taken for options (``--user --json`` keeps ``--json`` as the user
     id); ``--`` ends the search. An option the subcommand defines itself stays the subcommand's
-    (``status --config`` prints the configuration), except that a flag of a command without arguments
-    followed by a value is the global option of that name (``status --config FILE``).
+    (``status --config`` prints the configuration), except that a flag given a value is the global
+    option of that name (``status --config=FILE``, and ``status --config FILE`` as status takes no
+    arguments).
     """
     root: Any = typer.main.get_command(app)
     i = 0
@@ -159,8 +160,7 @@ def hoist_globals(argv: list[str]) -> list[str]:
         if own is not None and not (
             own.is_flag
             and name in _GLOBAL_VALUED
-            and has_value
-            and not any(p.param_type_name == "argument" for p in command.params)
+            and (eq or (has_value and not any(p.param_type_name == "argument" for p in command.params)))
         ):
             kept.append(tok)
             if not own.is_flag and not own.count and not eq and j < len(rest):
