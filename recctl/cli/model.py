@@ -277,7 +277,7 @@ def register(app: typer.Typer) -> None:
 
     @runs_app.command("promote")
     def runs_promote(ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="run id")]) -> None:
-        """Make RUN_ID the live run (atomic), e.g. to roll back to an earlier one."""
+        """Make RUN_ID the live run (atomic), for instance to roll back to an earlier one."""
         from recctl.runs import promote
 
         state: State = ctx.obj
