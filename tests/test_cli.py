@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -44,6 +45,53 @@ def test_every_command_has_help_and_is_in_the_readme(cli: CliRunner, name: str) 
     assert f"recctl {name}" in readme, f"README does not show `recctl {name}`"
 
 
+def command_paths() -> list[list[str]]:
+    """The root, every command and every subcommand, as argv prefixes."""
+
+    def walk(command: object, path: list[str]) -> list[list[str]]:
+        subs = getattr(command, "commands", {})
+        return [path] + [p for name, sub in subs.items() for p in walk(sub, [*path, name])]
+
+    return walk(typer.main.get_command(app), [])
+
+
+def _command(path: list[str]) -> object:
+    command: object = typer.main.get_command(app)
+    for name in path:
+        command = command.commands[name]  # type: ignore[attr-defined]
+    return command
+
+
+HELP_WIDTH = 78  # click wraps help at min(COLUMNS, 80) - 2
+
+
+@pytest.mark.parametrize("path", command_paths(), ids=lambda p: " ".join(p) or "recctl")
+def test_help_keeps_config_sections_and_wraps_paragraphs_evenly(
+    cli: CliRunner, path: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "100")
+    r = cli(*path, "--help")
+    assert r.code == 0 and r.stderr == ""
+    command = _command(path)
+    # every "[section]" of the help texts (the command's and its options') is printed as written
+    sources = [getattr(command, "help", None) or ""]
+    sources += [getattr(p, "help", None) or "" for p in getattr(command, "params", [])]
+    for section in sorted({m for text in sources for m in re.findall(r"\[\[?[a-z_]+\]\]?", text)}):
+        assert section in r.stdout, f"{section} missing from `recctl {' '.join(path)} --help`"
+    assert "\\[" not in r.stdout  # no markup escapes left over
+    # the description is reflowed: within a paragraph, no line could have taken the next line's first word
+    # (a hard line break in a docstring leaves a short line, then a long one: "nothing on" / "ordinary ...")
+    lines = r.stdout.splitlines()
+    assert all(len(line) <= HELP_WIDTH for line in lines), r.stdout
+    start = next(i for i, line in enumerate(lines) if line.startswith("Usage:")) + 1
+    end = next((i for i, line in enumerate(lines) if line.endswith(":") and not line.startswith(" ")),
+               len(lines))  # fmt: skip
+    description = lines[start:end]
+    for a, b in itertools.pairwise(description):
+        if a.strip() and b.strip():
+            assert len(a) + 1 + len(b.split()[0]) > HELP_WIDTH, f"ragged help line {a!r} before {b!r}"
+
+
 def test_version(cli: CliRunner) -> None:
     r = cli("--version")
     assert r.code == 0 and r.stdout.startswith("recctl ")
@@ -66,9 +114,12 @@ def test_json_is_exactly_one_document_and_errors_go_to_stderr(cli: CliRunner, wh
     assert "recctl: error:" in r.stderr and "recctl: error:" not in r.stdout
 
 
-def test_quiet_and_non_terminal_runs_print_nothing_on_success(cli: CliRunner, wh: Path) -> None:
+def test_quiet_runs_print_their_data_and_nothing_else_on_success(cli: CliRunner, wh: Path) -> None:
     r = cli("--quiet", "--warehouse", wh, "ingest", "events", BAD / "dup_within.csv")
-    assert (r.code, r.stdout, r.stderr) == (0, "", "")
+    assert (r.code, r.stderr) == (0, "")
+    header, row = r.stdout.splitlines()  # the data (TSV), no decoration
+    assert header.startswith("path\tstatus\trows_read\trows_loaded\trows_rejected\trows_duplicate")
+    assert row.split("\t")[:6] == [str(BAD / "dup_within.csv"), "loaded", "4", "2", "0", "2"]
 
 
 def test_traceback_only_with_verbose(cli: CliRunner, wh: Path) -> None:

@@ -106,7 +106,13 @@ def register(app: typer.Typer) -> None:
     def status_cmd(
         ctx: typer.Context,
         show_config: Annotated[
-            bool, typer.Option("--config", "--show-config", help="print the resolved configuration and exit")
+            bool,
+            typer.Option(
+                "--config",
+                "--show-config",
+                help="print the resolved configuration and exit (with a value, --config FILE is the global "
+                "option)",
+            ),
         ] = False,
         wait: Annotated[
             float, typer.Option("--wait", help="wait up to SECONDS while a writer is busy")
@@ -156,7 +162,9 @@ def register(app: typer.Typer) -> None:
                 t.add_row(Path(r["source_file"]).name, str(r["line"]), r["reason"], r["raw"][:120])
             c.print(t)
 
-        state.out.emit(rows, render)
+        state.out.emit(
+            rows, render, columns=("source_file", "target", "line", "reason", "raw", "ingested_at")
+        )
 
     @app.command("demo")
     def demo_cmd(

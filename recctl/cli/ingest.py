@@ -119,7 +119,10 @@ def register(app: typer.Typer) -> None:
         out = state.out
         with progress.reporting(out, f"ingest {table}"), open_writer(cfg, f"ingest {table}", wait=wait) as wh:
             report = ingest(wh, cfg, table, files, mapping=m, fmt=fmt, force=force)
-        out.emit(report.as_dict(), lambda c: render_report(report, c))
+        cols = ("path", "status", "rows_read", "rows_loaded", "rows_rejected", "rows_duplicate", "seconds",
+                "message")  # fmt: skip
+        rows = [f.as_dict() for f in report.files]
+        out.emit(report.as_dict(), lambda c: render_report(report, c), rows=rows, columns=cols)
         # what a person must know is on stderr whatever the output mode (the table shows it to a terminal)
         if not out.people and not out.quiet:
             for f in report.files:

@@ -218,7 +218,8 @@ def register(app: typer.Typer) -> None:
 
                 with progress.stage("HTML report"):
                     result["report"] = str(write_report(result, report))
-        state.out.emit(result, lambda c: render_evaluation(result, c))
+        rows = [{"model": name, **r["metrics"]} for name, r in result["models"].items()]
+        state.out.emit(result, lambda c: render_evaluation(result, c), rows=rows)
         if report is not None:
             state.out.info(f"report: {result['report']}")
         for name, r in result["models"].items():
@@ -304,7 +305,9 @@ def register(app: typer.Typer) -> None:
                 markup=False, highlight=False, soft_wrap=True,
             )  # fmt: skip
 
-    runs_app = typer.Typer(help="List, inspect and promote model runs.", no_args_is_help=True)
+    runs_app = typer.Typer(
+        help="List, inspect and promote model runs.", no_args_is_help=True, rich_markup_mode=None
+    )
     app.add_typer(runs_app, name="runs")
 
     @runs_app.command("list")
@@ -328,7 +331,9 @@ def register(app: typer.Typer) -> None:
                           "✓" if r["promoted"] else "")  # fmt: skip
             c.print(t)
 
-        state.out.emit(rows, render)
+        state.out.emit(
+            rows, render, columns=("run_id", "created_at", "status", "models", "promoted", "problem")
+        )
         for r in rows:
             if r.get("problem"):
                 state.out.warn(f"run {r['run_id']} is broken: {r['problem']}")
@@ -379,7 +384,7 @@ def register(app: typer.Typer) -> None:
             float | None, typer.Option("--wait", help="wait up to SECONDS for the writer lock")
         ] = None,
     ) -> None:
-        """Make RUN_ID the live run (atomic), e.g. to roll back to an earlier one.
+        """Make RUN_ID the live run (atomic), for instance to roll back to an earlier one.
 
         When the online store is in use, it is filled from the run first (under the writer lock,
         reading read-only), so the run answers from the store from its first request.

@@ -67,4 +67,6 @@ def register(app: typer.Typer) -> None:
             else:
                 with open_writer(cfg, "prepare", wait=wait) as wh:
                     doc = run_prepare(wh, cfg, dry_run=False)
-        state.out.emit(doc, lambda c: render_prepare(doc, c))
+        cols = ("filter", "enabled", "events_removed", "users_removed", "items_removed", "purchases_removed",
+                "detail")  # fmt: skip
+        state.out.emit(doc, lambda c: render_prepare(doc, c), rows=doc["filters"], columns=cols)

@@ -63,7 +63,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--impact",
                 help="weight of the visitor's affinities, 0 (order unchanged) to 100 (affinity only); "
-                "default: rerank_impact in \\[serving]",
+                "default: rerank_impact in [serving]",
             ),
         ] = None,
         wait: Annotated[

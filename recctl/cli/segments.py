@@ -78,6 +78,7 @@ def register(app: typer.Typer) -> None:
         help="Rule-based customer segments ([serving] segments_file) and their actions: boosts, buries and "
         "action ids the shop shows.",
         no_args_is_help=True,
+        rich_markup_mode=None,
     )
     app.add_typer(seg_app, name="segments")
 
@@ -115,7 +116,9 @@ def register(app: typer.Typer) -> None:
             ],
             "stale_segments": sorted(set(counts or {}) - set(defs.names)),
         }
-        state.out.emit(doc, lambda c: _render_list(doc, c))
+        rows: list[dict[str, Any]] = doc["segments"]  # type: ignore[assignment]
+        state.out.emit(doc, lambda c: _render_list(doc, c), rows=rows,
+                       columns=("name", "description", "conditions", "actions", "members"))  # fmt: skip
 
     @seg_app.command("show")
     def show_cmd(
