@@ -141,7 +141,7 @@ def test_recommend_all_counts_users_out_of_a_known_total(
     assert found["rank users"][0] == f"0/{users} users"  # the total is known when ranking starts
     assert started_and_done(found, "rank users").endswith(f", {users}/{users} users")
     assert "?" not in r.stderr
-    for stage in ("load users, events and the promoted run", "write the online store"):
+    for stage in ("load users, events and the run", "write the online store"):
         started_and_done(found, stage)
 
 
@@ -173,6 +173,14 @@ def test_gate_evaluation_is_a_stage_of_train(trained: tuple[Path, subprocess.Com
     assert r.returncode in (0, 3), r.stderr  # passed or failed, the time it took is in the log
     found = stages(r.stderr, "train")
     started_and_done(found, "gate evaluation")
+    # the live run has the same settings: its value is the candidate's, nothing is fitted again
+    assert not any(s.startswith("gate evaluation / reference") for s in found), list(found)
+    # other settings: the live run's own are fitted again, a stage of its own
+    other = proj / "configs" / "other.toml"
+    other.write_text((proj / "configs" / "small.toml").read_text() + "[ranker]\nmin_positives = 19\n")
+    r = recctl(proj, "--config", other, "train", "--gate")
+    assert r.returncode in (0, 3), r.stderr
+    found = stages(r.stderr, "train")
     assert any(s.startswith("gate evaluation / reference: promoted run ") for s in found), list(found)
 
 

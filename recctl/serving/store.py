@@ -179,7 +179,7 @@ def rank_all(
 
     k = k or cfg.serving.k
     served = served or promoted(cfg.runs_dir)
-    with progress.stage(f"load users, events and run {served.run_id}"):
+    with progress.stage("load users, events and the run"):
         everything = load_inputs(wh.con, None)
         if served.pipeline() is None:  # load the models once, before the threads share them
             for s in served.specs:
