@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -73,7 +73,7 @@ h3{font-size:14px;margin:14px 0 4px}
 .counts b{display:block;font-size:16px}
 table{border-collapse:collapse;width:100%;font-size:13px;margin:6px 0}
 th,td{padding:5px 5px;border-bottom:1px solid #e4e4e4;text-align:right;vertical-align:top}
-th{background:#f2f2f2;font-weight:600;font-size:12px}th:first-child,td:first-child{text-align:left;white-space:nowrap}
+th{background:#f2f2f2;font-weight:600;font-size:12px}th[colspan]{text-align:center}th:first-child,td:first-child{text-align:left;white-space:nowrap}
 td small,th small{display:block;color:#777;font-size:11px;white-space:nowrap;font-weight:400}
 td.few,tr.few td{color:#9e9e9e}tr.few td:first-child{color:#222}
 img{display:block;width:100%;height:auto;margin:6px 0}.legend{color:#666;font-size:12px}
@@ -94,15 +94,21 @@ class SeriesStyle(NamedTuple):
 def series_styles(names: Sequence[str]) -> dict[str, SeriesStyle]:
     """A colour, a marker and a dash pattern for every series, as many as needed.
 
-    Colours are generated in HLS: hues step by the golden angle (so neighbours in the list are far apart on
-    the colour wheel and no hue repeats) and the lightness cycles through three levels; markers and dash
-    patterns cycle through their own lists. No two series share a colour, so no two share colour + marker.
+    The n colours are generated in HLS: n evenly spaced hues, the lightness cycling through three levels
+    along the wheel (so neighbouring hues also differ in lightness); series i takes hue i·step mod n with
+    step coprime to n near 0.38 n, so series next to each other in the list are far apart on the wheel.
+    Markers and dash patterns cycle through their own lists. No two series share a colour, so no two
+    share colour + marker; up to len(MARKERS) series no two share a marker either.
     """
+    unique = list(dict.fromkeys(names))
+    n = max(len(unique), 1)
+    step = max(1, round(n * 0.382))
+    while math.gcd(step, n) != 1:
+        step += 1
     out: dict[str, SeriesStyle] = {}
-    for i, name in enumerate(dict.fromkeys(names)):
-        hue = (0.58 + i * 0.381966) % 1.0  # start at blue; 0.382 turns = the golden angle
-        light = (0.42, 0.30, 0.55)[i % 3]
-        r, g, b = colorsys.hls_to_rgb(hue, light, 0.80)
+    for i, name in enumerate(unique):
+        j = (i * step) % n
+        r, g, b = colorsys.hls_to_rgb((0.58 + j / n) % 1.0, (0.33, 0.5, 0.66)[j % 3] if n > 3 else 0.42, 0.85)
         color = f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
         out[name] = SeriesStyle(color, MARKERS[i % len(MARKERS)], DASHES[i % len(DASHES)])
     return out
@@ -182,9 +188,25 @@ def _style(ax: Axes, title: str, ylabel: str) -> None:
     ax.spines[["top", "right"]].set_visible(False)
 
 
-def _legend(fig: Figure, n: int) -> None:
-    """One legend right of the plots, in two columns when it would be taller than the figure."""
-    fig.legend(loc="outside right upper", fontsize=9, frameon=False, ncols=2 if n > 12 else 1)
+def _legend_height(n: int) -> float:
+    """Inches the legend of `_legend` adds below the plots for ``n`` series."""
+    return 0.0 if n <= 8 else 0.1 + 0.2 * math.ceil(n / 6)
+
+
+def _legend(
+    fig: Figure, n: int, handles: Sequence[Any] | None = None, labels: Sequence[str] | None = None
+) -> None:
+    """One legend for the figure: right of the plots for a few series, below them (in rows of six) for
+    many, so that the plots keep their width."""
+    few = n <= 8
+    loc: Literal["outside right upper", "outside lower center"] = (
+        "outside right upper" if few else "outside lower center"
+    )
+    style: dict[str, Any] = {"fontsize": 9, "frameon": False, "ncols": 1 if few else 6}
+    if handles is not None and labels is not None:
+        fig.legend(handles, labels, loc=loc, **style)
+    else:
+        fig.legend(loc=loc, **style)
 
 
 def _plot_curves(models: Mapping[str, dict[str, Any]], styles: Mapping[str, SeriesStyle]) -> Chart:
@@ -201,7 +223,8 @@ def _plot_curves(models: Mapping[str, dict[str, Any]], styles: Mapping[str, Seri
                 all_ks.update(k for k, _ in pts)
     if not any(series.values()):
         return Chart(heading, None, "Skipped: no model has recall@K / ndcg@K curve values.")
-    fig = _figure(11.0, 4.2)
+    n_series = len({name for lines in series.values() for name, _, _ in lines})
+    fig = _figure(11.0, 3.8 + _legend_height(n_series))
     axes = fig.subplots(1, 2)
     for ax, (metric, lines) in zip(axes, series.items(), strict=True):
         for name, xs, ys in lines:
@@ -214,8 +237,7 @@ def _plot_curves(models: Mapping[str, dict[str, Any]], styles: Mapping[str, Seri
         ax.set_xlabel("K (log scale)", fontsize=10)
         ax.set_ylim(bottom=0)
     legend = {lbl: h for ax in axes for h, lbl in zip(*ax.get_legend_handles_labels(), strict=True)}
-    fig.legend(list(legend.values()), list(legend), loc="outside right upper", fontsize=9, frameon=False,
-               ncols=2 if len(legend) > 12 else 1)  # fmt: skip
+    _legend(fig, len(legend), list(legend.values()), list(legend))
     return Chart(
         heading, fig, "Each model's metric as the list length K grows (all test users, full-catalog ranking)."
     )
@@ -237,7 +259,7 @@ def _plot_popularity(
     values = base + [v for _, vals in lines for v in vals]
     if not any(math.isfinite(v) for v in values):
         return Chart(heading, None, "Skipped: no popularity-decile data in this result.")
-    fig = _figure(11.0, 3.8)
+    fig = _figure(11.0, 3.6 + _legend_height(len(lines) + bool(base)))
     ax = fig.subplots()
     xs = list(range(1, n + 1))
     if base:
@@ -274,7 +296,7 @@ def _plot_coverage(models: Mapping[str, dict[str, Any]], ks: Sequence[int], n_ca
         return Chart(heading, None, "Skipped: no coverage@K values in this result.")
     per_model = len(series)
     rows = len(names) * (per_model + 0.6)
-    fig = _figure(11.0, 1.1 + 0.26 * rows)
+    fig = _figure(11.0, 1.0 + 0.2 * rows)
     ax = fig.subplots()
     height = 0.8 / per_model
     top = max((v for _, _, vals in series for v in vals if math.isfinite(v)), default=0.0) or 1.0
@@ -428,7 +450,8 @@ def _metrics_tables(models: Mapping[str, dict[str, Any]]) -> str:
 
 
 def _pct(v: float) -> str:
-    return f"{v:+.0%}".replace("-", "−")
+    """A signed percentage, one decimal below 10 % (so a bound of −0.3 % does not print as −0 %)."""
+    return (f"{v:+.1%}" if abs(v) < 0.095 else f"{v:+.0%}").replace("-", "−")
 
 
 def _pipeline(models: Mapping[str, dict[str, Any]]) -> str | None:
