@@ -293,7 +293,7 @@ def _text(fragment: str) -> str:
 @pytest.mark.parametrize(
     ("lift", "said"),
     [
-        ([1.1, 0.62, 1.9], "pipeline beats popular by 110% on NDCG@10 (0.0651 vs 0.0310), 95 % interval [+62%, +190%]"),
+        ([1.1, 0.62, 1.9], "pipeline beats popular by 110% on NDCG@10 (0.0651 vs 0.0310), 95% interval [+62%, +190%]"),
         ([0.05, -0.1, 0.2], "pipeline and popular are not distinguishable on NDCG@10"),
         ([-0.3, -0.5, -0.1], "pipeline is worse than popular by 30% on NDCG@10"),
     ],
@@ -347,7 +347,7 @@ def test_category_breakdown(tmp_path: Path) -> None:
     rows = [_text(r) for r in re.findall(r"<tr[^>]*>(.*?)</tr>", table)[1:]]
     # largest category first; targets, users, then each model's share of the targets it had in the top 10
     assert [r.split(" ")[0] for r in rows] == ["Women", "Men", "Kids"]
-    assert rows[0].startswith("Women > Clothing 400 310 users 5.0% 6.2% 0.4% 10.5%")  # popular … pipeline
+    assert rows[0].startswith("Women > Clothing 400 310 5.0% 6.2% 0.4% 10.5%")  # popular … pipeline
 
 
 def test_breakdowns_keep_to_a_readable_number_of_models(tmp_path: Path) -> None:
@@ -580,3 +580,13 @@ def test_evaluate_hands_the_report_examples_and_categories(tmp_path: Path) -> No
     html = write_report(result, tmp_path / "r.html").read_text(encoding="utf-8")
     assert "Acme · Boots" in html and "Customer u" in html and 'id="by-category"' in html
     assert html.count("⚠ too few") >= 2  # both categories have fewer than 30 users
+
+
+def test_verdict_survives_a_missing_or_broken_lift(tmp_path: Path) -> None:
+    result = realistic_result()
+    lift = result["models"]["pipeline"]["lift"]
+    lift["popular"]["ndcg@10"] = [math.nan, math.nan, math.nan]  # paired_lift when popular scores 0
+    lift["popular-recent"]["ndcg@10"] = "broken"
+    verdict = _text(_verdict_html(write_report(result, tmp_path / "r.html").read_text(encoding="utf-8")))
+    assert "pipeline against popular on NDCG@10 (0.0651 vs 0.0310): no paired interval" in verdict
+    assert "pipeline against popular-recent on NDCG@10" in verdict and "beats" not in verdict

@@ -461,23 +461,19 @@ def _pipeline(models: Mapping[str, dict[str, Any]]) -> str | None:
 
 def _comparison(models: Mapping[str, dict[str, Any]], pipe: str, other: str, key: str) -> tuple[str, str]:
     """(css class, sentence) for the pipeline against ``other`` on ``key`` from the runner's paired lift."""
-    point, low, high = ([*map(_num, lift), math.nan, math.nan, math.nan][:3]
-                        if isinstance(lift := _dict(_dict(models[pipe].get("lift")).get(other)).get(key), list)
-                        else (math.nan,) * 3)  # fmt: skip
+    lift = _dict(_dict(models[pipe].get("lift")).get(other)).get(key)  # [point, low, high]
+    triple = [_num(v) for v in lift] if isinstance(lift, list) else []
+    point, low, high = (triple + [math.nan] * 3)[:3]
     a = _num(_dict(models[pipe].get("metrics")).get(key))
     b = _num(_dict(models.get(other, {}).get("metrics")).get(key))
     values = f"({escape(_fmt(a))} vs {escape(_fmt(b))})"
-    p, o, metric = (
-        f"<b>{escape(pipe)}</b>",
-        f"<b>{escape(other)}</b>",
-        escape(key.upper()),
-    )
+    p, o, metric = f"<b>{escape(pipe)}</b>", f"<b>{escape(other)}</b>", escape(key.upper())
     if not all(math.isfinite(v) for v in (point, low, high)):
         return (
             "even",
-            f"{p} against {o} on {metric} {values}: no paired interval (the baseline scores 0 on these users).",
+            f"{p} against {o} on {metric} {values}: no paired interval in this result.",
         )
-    interval = f"95 % interval [{_pct(low)}, {_pct(high)}]"
+    interval = f"95% interval [{_pct(low)}, {_pct(high)}]"
     if low > 0:
         return "", f"{p} beats {o} by {_pct(point).lstrip('+')} on {metric} {values}, {interval}."
     if high < 0:
@@ -537,10 +533,11 @@ def _few(n: float) -> bool:
     return math.isfinite(n) and n < MIN_USERS
 
 
-def _users_txt(n: float) -> str:
+def _users_txt(n: float, unit: bool = True) -> str:
+    """A user count, flagged when below `MIN_USERS`; ``unit``: with the word "users"."""
     if not math.isfinite(n):
-        return "n/a users"
-    txt = f"{int(n):,} user{'s' if n != 1 else ''}"
+        return "n/a"
+    txt = f"{int(n):,}" + (f" user{'s' if n != 1 else ''}" if unit else "")
     return f'{txt} <span class="warn">⚠ too few</span>' if _few(n) else txt
 
 
@@ -607,7 +604,7 @@ def _category_table(
         tr = '<tr class="few">' if _few(n_users) else "<tr>"
         cells = "".join(f"<td>{escape(_share(_dict(with_cat[n]).get(c)))}</td>" for n in shown)
         rows.append(f"{tr}<td>{escape(c)}</td>"
-                    f"<td>{escape(_count(counts[c].get('targets')))}</td><td>{_users_txt(n_users)}</td>{cells}</tr>")  # fmt: skip
+                    f"<td>{escape(_count(counts[c].get('targets')))}</td><td>{_users_txt(n_users, unit=False)}</td>{cells}</tr>")  # fmt: skip
     left = len(models) - len(shown)
     more = f" {left} more model(s) are in the --json result." if left > 0 else ""
     flagged = sum(_few(_num(counts[c].get("users"))) for c in cats)
