@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATASETS ?= ../shared/datasets
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: install demo test test-real test-all fuzz bench bench-ingest bench-quality bench-train bench-latency lint format clean
+.PHONY: install demo test test-real test-all fuzz report-shot bench bench-ingest bench-quality bench-train bench-latency lint format clean
 
 install: $(STAMP)
 
@@ -35,6 +35,18 @@ test: $(STAMP)
 # make test runs the same properties with a small, seeded budget). RECCTL_FUZZ_SCALE=N scales it.
 fuzz: $(STAMP)
 	RECCTL_FUZZ=long $(BIN)/pytest tests/test_fuzz_ingest.py -q -p no:cacheprovider --hypothesis-show-statistics
+
+# the evaluation report of the sample shop (all configured models), opened in the OS Chromium (headless,
+# no network): build/report-shot/report.html and a 1280x2400 screenshot report.png (some minutes)
+SHOT := build/report-shot
+report-shot: $(STAMP)
+	rm -rf $(SHOT) && mkdir -p $(SHOT)
+	$(BIN)/recctl -q init $(SHOT)/shop
+	cd $(SHOT)/shop && for t in events:events.csv.gz items:items.ndjson users:users.csv; do \
+		$(abspath $(BIN))/recctl -q ingest $${t%%:*} $(CURDIR)/sample_data/$${t#*:} --mapping sample-shop-$${t%%:*} || exit 1; \
+	done
+	cd $(SHOT)/shop && $(abspath $(BIN))/recctl evaluate --dataset sample-shop --report ../report.html > ../evaluate.txt
+	$(BIN)/python -m tests.browser $(SHOT)/report.html $(SHOT)/report.png
 
 test-real: $(STAMP)
 	RECCTL_DATASETS="$(DATASETS)" $(BIN)/pytest -m realdata

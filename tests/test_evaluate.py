@@ -106,6 +106,16 @@ def test_evaluate_on_the_sample_shop(cli: CliRunner, shop: Path, tmp_path: Path)
     assert stored[0][0] == 7 and stored[0][1] >= 7 * 12
     html = (tmp_path / "r.html").read_text()
     assert "popular-recent" in html and "http://" not in html and "https://" not in html
+    # what the report's merchandiser sections are drawn from: named example customers and categories
+    ex = res["examples"]
+    assert ex["model"] == "ranked" and len(ex["customers"]) == 3
+    names = [r["name"] for c in ex["customers"] for part in ("history", "recommended") for r in c[part]]
+    assert names and all(n and not re.fullmatch(r"p\d+", n) for n in names)  # titles, not item ids
+    assert sum(v["targets"] for v in res["categories"].values()) == res["data"]["test_targets"]
+    assert all(set(m["by_category"]) == set(res["categories"]) for m in res["models"].values())
+    verdict = html.split('id="verdict">')[1].split("</div>", maxsplit=1)[0]
+    assert re.search(r"<b>ranked</b> (beats|and) <b>popular</b>", verdict), verdict
+    assert 'id="examples"' in html and 'id="by-category"' in html
 
 
 def test_gate_fails_a_worse_candidate_with_exit_3(cli: CliRunner, shop: Path, tmp_path: Path) -> None:

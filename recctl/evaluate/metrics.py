@@ -380,3 +380,75 @@ def paired_lift(
     low, high = np.quantile(lifts, [alpha, 1.0 - alpha])
     point = float(values[:, 0].mean() / values[:, 1].mean() - 1.0)
     return point, float(low), float(high)
+
+
+def target_categories(targets: pl.DataFrame, items: pl.DataFrame, *, max_groups: int = 12) -> pl.DataFrame:
+    """user_id, item_id, category: each target pair with its item's category cut to one path level.
+
+    Category paths ("Women > Shoes > Boots") are cut at the deepest level that gives at most ``max_groups``
+    distinct values among the targets; when even the top level gives more, the ``max_groups - 1`` largest
+    keep their name and the rest become "other". Items without a category are "unknown".
+    """
+    _require(items, ("item_id",), "items")
+    cats = (
+        items.select(pl.col("item_id").cast(pl.String), pl.col("category").cast(pl.String))
+        if "category" in items.columns
+        else items.select(pl.col("item_id").cast(pl.String), category=pl.lit(None, pl.String))
+    ).unique(subset="item_id", keep="first", maintain_order=True)
+    parts = (
+        _targets(targets)
+        .join(cats, on="item_id", how="left")
+        .with_columns(
+            pl.col("category")
+            .str.split(">")
+            .list.eval(pl.element().str.strip_chars())
+            .list.eval(pl.element().filter(pl.element() != ""))
+            .alias("_parts")
+        )
+    )
+    depth = int(parts["_parts"].list.len().max() or 0)  # type: ignore[arg-type]
+    level = 1
+    for d in range(depth, 0, -1):  # a loop over path levels (a handful)
+        n = parts.select(pl.col("_parts").list.head(d).list.join(" > ").n_unique()).item()
+        if n <= max_groups:
+            level = d
+            break
+    out = parts.with_columns(
+        category=pl.when(pl.col("_parts").list.len() > 0)
+        .then(pl.col("_parts").list.head(level).list.join(" > "))
+        .otherwise(pl.lit("unknown"))
+    ).select("user_id", "item_id", "category")
+    counts = out.group_by("category").len().sort(["len", "category"], descending=[True, False])
+    if counts.height > max_groups:
+        keep = counts.head(max_groups - 1)["category"]
+        out = out.with_columns(
+            category=pl.when(pl.col("category").is_in(keep.implode()))
+            .then("category")
+            .otherwise(pl.lit("other"))
+        )
+    return out
+
+
+def by_category(recs: pl.DataFrame, groups: pl.DataFrame, k: int) -> dict[str, float]:
+    """{category: share of that category's target pairs found in the user's top ``k``} for the categories
+    of ``groups`` (user_id, item_id, category, from `target_categories`), sorted by name."""
+    k = _check_ks([k])[0]
+    hit = _best_ranks(recs, k).select("user_id", "item_id", _hit=pl.lit(1.0))
+    rows = (
+        groups.join(hit, on=["user_id", "item_id"], how="left")
+        .group_by("category")
+        .agg(pl.col("_hit").fill_null(0.0).mean())
+        .sort("category")
+    )
+    return dict(zip(rows["category"].to_list(), [float(v) for v in rows["_hit"].to_list()], strict=True))
+
+
+def category_counts(groups: pl.DataFrame) -> dict[str, dict[str, int]]:
+    """{category: {"targets": target pairs, "users": distinct users}} of `target_categories`' groups."""
+    rows = (
+        groups.group_by("category").agg(targets=pl.len(), users=pl.col("user_id").n_unique()).sort("category")
+    )
+    return {
+        r["category"]: {"targets": int(r["targets"]), "users": int(r["users"])}
+        for r in rows.iter_rows(named=True)
+    }

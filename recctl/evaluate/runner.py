@@ -21,6 +21,9 @@ from recctl.evaluate.splits import VARIANTS, Split, from_frames, leave_one_out, 
 from recctl.seeds import derive_seed
 
 ACCURACY = ("recall", "precision", "ndcg", "mrr", "map", "hit")
+EXAMPLE_USERS = 3  # customers shown with their history and lists in the report
+EXAMPLE_RECS = 10
+EXAMPLE_HISTORY = 6
 PROTOCOLS = get_args(Protocol)
 
 
@@ -110,10 +113,13 @@ def _split(
 
 def score_model(
     spec: CandidateSpec, split: Split, opts: Options, *, popularity: pl.DataFrame, items: pl.DataFrame,
-    fitted: dict[str, CandidateGenerator] | None = None,
+    fitted: dict[str, CandidateGenerator] | None = None, categories: pl.DataFrame | None = None,
+    example_users: list[str] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Fit ``spec`` on the split's training view and score it. The pipeline reuses the generators in
-    ``fitted`` (fitted on the same training view); every generator fitted here is added to it."""
+    ``fitted`` (fitted on the same training view); every generator fitted here is added to it.
+    ``categories`` (`M.target_categories`) adds ``by_category`` at the first K; the top-K lists of
+    ``example_users`` come back as ``_examples`` (for the report's example customers)."""
     from recctl.ranking import PIPELINE, build_model
 
     t0 = time.perf_counter()
@@ -160,6 +166,10 @@ def score_model(
         **({"training": _training(gen)} if spec.kind == PIPELINE else {}),
         "_hits": hits,
         "_per_user": per_user.select("user_id", *[f"ndcg@{k}" for k in opts.ks]),
+        **({"by_category": M.by_category(recs, categories, opts.ks[0])} if categories is not None else {}),
+        "_examples": recs.filter(
+            pl.col("user_id").is_in(example_users or []), pl.col("rank") <= EXAMPLE_RECS
+        ),
     }
 
 
@@ -208,21 +218,21 @@ def evaluate_specs(
     wanted = {g["name"]: (g["kind"], g.get("params", {})) for p in pipes for g in p.params["generators"]}
     cache: dict[str, CandidateGenerator] = {}
     scored: dict[str, dict[str, Any]] = {}
+    categories = M.target_categories(split.test, items)
+    chosen = _example_users(split, opts.seed)
     for i, s in enumerate([s for s in specs if s.kind != PIPELINE] + pipes, 1):
         keep = wanted.get(s.name) == (s.kind, s.params)
         with progress.stage(f"model {s.name}" + (f" ({i}/{len(specs)})" if len(specs) > 1 else "")):
             scored[s.name] = score_model(
-                s,
-                split,
-                opts,
-                popularity=popularity,
-                items=items,
-                fitted=cache if keep or s in pipes else None,
-            )
+                s, split, opts, popularity=popularity, items=items,
+                fitted=cache if keep or s in pipes else None, categories=categories, example_users=chosen,
+            )  # fmt: skip
     cache.clear()
     models = {s.name: scored[s.name] for s in specs}
     hits = {name: m.pop("_hits") for name, m in models.items()}
     per_user = {name: m.pop("_per_user") for name, m in models.items()}
+    example_recs = {name: m.pop("_examples") for name, m in models.items()}
+    shown = specs[0].name  # the pipeline, else the first configured generator, else the first baseline
     for p in pipes:  # the pipeline against every other model on the same users: a paired interval
         if p.name not in models:
             continue
@@ -264,5 +274,88 @@ def evaluate_specs(
         "data": {**split.info, "catalog_items": items.height},
         "catalog_deciles": M.catalog_deciles(popularity),
         "models": models,
+        "categories": M.category_counts(categories),
+        "examples": {"model": shown, "customers": _examples(split, items, chosen, example_recs[shown])},
         **({"candidate_union_recall": union, "candidate_union_of": members} if union else {}),
     }
+
+
+def _example_users(split: Split, seed: int) -> list[str]:
+    """A few test users with some history, drawn at random (seeded: the same users on a rerun)."""
+    import numpy as np
+
+    train = split.raw_train if split.raw_train is not None else split.train
+    with_history = train.group_by("user_id").len().filter(pl.col("len") >= 3).select("user_id")
+    pool = split.test.select("user_id").unique().join(with_history, on="user_id").sort("user_id")["user_id"]
+    if pool.len() == 0:
+        return []
+    rng = np.random.default_rng(derive_seed(seed, "examples"))
+    picked = rng.choice(pool.len(), size=min(EXAMPLE_USERS, pool.len()), replace=False)
+    return sorted(pool.gather(picked.tolist()).to_list())
+
+
+def item_names(items: pl.DataFrame) -> pl.DataFrame:
+    """item_id, name: the item's title; else its brand and the last level of its category ("Acme · Boots"),
+    or the whole category path without a brand; else the brand alone; else the item id."""
+    cols = set(items.columns)
+
+    def text(c: str) -> pl.Expr:
+        return (
+            pl.col(c).cast(pl.String).str.strip_chars().replace("", None)
+            if c in cols
+            else pl.lit(None, pl.String)
+        )
+
+    leaf = text("category").str.split(">").list.last().str.strip_chars().replace("", None)
+    return items.select(
+        pl.col("item_id").cast(pl.String),
+        name=pl.coalesce(
+            text("title"),
+            pl.when(text("brand").is_not_null() & leaf.is_not_null()).then(
+                pl.concat_str(text("brand"), leaf, separator=" · ")
+            ),
+            text("category"),
+            text("brand"),
+            pl.col("item_id").cast(pl.String),
+        ),
+    ).unique(subset="item_id", keep="first", maintain_order=True)
+
+
+def _examples(
+    split: Split, items: pl.DataFrame, users: list[str], recs: pl.DataFrame
+) -> list[dict[str, Any]]:
+    """For each example user: the latest training events, the model's top list (hits marked) and the
+    test targets, every item with its name (`item_names`). Small: a few users, at most ten items each."""
+    if not users:
+        return []
+    names = item_names(items)
+    train = split.raw_train if split.raw_train is not None else split.train
+    wanted = pl.Series("user_id", users, pl.String).implode()
+    history = (
+        train.filter(pl.col("user_id").is_in(wanted))
+        .sort("ts", descending=True)
+        .unique(subset=["user_id", "item_id"], keep="first", maintain_order=True)
+        .group_by("user_id", maintain_order=True)
+        .head(EXAMPLE_HISTORY)
+        .join(names, on="item_id", how="left")
+        .select("user_id", "item_id", "name", "event_type", ts=pl.col("ts").dt.strftime("%Y-%m-%d"))
+    )
+    targets = split.test.filter(pl.col("user_id").is_in(wanted)).select("user_id", "item_id").unique()
+    recommended = (
+        recs.join(targets.with_columns(hit=pl.lit(True)), on=["user_id", "item_id"], how="left")
+        .join(names, on="item_id", how="left")
+        .select("user_id", "item_id", "name", "rank", hit=pl.col("hit").fill_null(False))
+        .sort("user_id", "rank")
+    )
+    bought = targets.join(names, on="item_id", how="left").sort("user_id", "item_id")
+    states = dict(split.visitor_states().filter(pl.col("user_id").is_in(wanted)).iter_rows())
+    return [  # one entry per example user (EXAMPLE_USERS of them)
+        {
+            "user": u,
+            "state": states.get(u),
+            "history": history.filter(pl.col("user_id") == u).drop("user_id").to_dicts(),
+            "recommended": recommended.filter(pl.col("user_id") == u).drop("user_id").to_dicts(),
+            "targets": bought.filter(pl.col("user_id") == u).drop("user_id").head(EXAMPLE_RECS).to_dicts(),
+        }
+        for u in users
+    ]
