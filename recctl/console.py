@@ -143,7 +143,8 @@ class Output:
         if not self.quiet:
             from rich.markup import escape
 
-            self.err.print(f"[yellow]warning:[/] {escape(message)}")
+            # one line in a log, however long (a terminal wraps it itself)
+            self.err.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
     def error(self, message: str, hint: str | None = None) -> None:
         from rich.markup import escape

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -112,8 +113,10 @@ def test_bought_items_in_the_main_list_are_explained_by_their_cycle(demo: Path, 
 
 def test_a_run_without_a_buy_again_model_says_so(cli: CliRunner, demo: Path, tmp_path: Path) -> None:
     cfg = tmp_path / "plain.toml"
+    # a copy of the warehouse: a train promotes into its online store (the shared demo's must stay fresh)
+    shutil.copy(demo / "recctl.duckdb", tmp_path / "recctl.duckdb")
     cfg.write_text(
-        f'runs_dir = "{tmp_path / "runs"}"\n[warehouse]\npath = "{demo / "recctl.duckdb"}"\n'
+        f'runs_dir = "{tmp_path / "runs"}"\n[warehouse]\npath = "{tmp_path / "recctl.duckdb"}"\n'
         '[[candidates]]\nname = "trending"\nkind = "popular"\n[ranker]\nenabled = false\n'
     )
     assert cli("--quiet", "--config", cfg, "train").code == 0

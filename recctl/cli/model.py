@@ -192,8 +192,11 @@ def register(app: typer.Typer) -> None:
         the results: the variant's seen-item filter, and the pipeline's [rules] (a repeat evaluation with
         rules that exclude every bought item is refused). next-basket holds out each user's last basket. Recall, NDCG, MRR, MAP, precision, hit rate with bootstrap 95% intervals,
         coverage, novelty, diversity and a new / returning / buyer breakdown. Every result row is stored in
-        the eval_runs table; --report writes one HTML page that works offline. With --gate, exit 3 when the
-        candidate is worse than the promoted run (or popular-recent) by more than the tolerance.
+        the eval_runs table; --report writes one HTML page that works offline: a verdict with its paired
+        interval first, example customers with product names, a breakdown by category and by visitor
+        state (small groups flagged). With --gate, exit 3 when the candidate is worse than the promoted run
+        (or popular-recent) by more than the tolerance; when the live run's settings differ from the
+        current ones, the gate says which.
         """
         from recctl import progress
         from recctl.evaluate.service import run_evaluate
