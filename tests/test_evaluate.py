@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -63,10 +64,13 @@ def test_leave_one_out_holds_out_the_last_and_validates_on_the_one_before() -> N
     assert split.valid_train is not None and "p3" not in split.valid_train["item_id"].to_list()
 
 
-@pytest.fixture
-def shop(quick_demo: Path) -> Path:
-    """The session's quick demo (tests/conftest.py)."""
-    return quick_demo
+@pytest.fixture(scope="module")
+def shop(quick_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the session's quick demo warehouse (tests/conftest.py): these tests train with their own
+    runs_dir, and a promotion refills the online store of the warehouse it trained on."""
+    folder = tmp_path_factory.mktemp("shop")
+    shutil.copy(quick_demo / "recctl.duckdb", folder / "recctl.duckdb")
+    return folder
 
 
 def cfg_file(shop: Path, tmp_path: Path, candidates: str) -> Path:

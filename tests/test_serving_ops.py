@@ -23,46 +23,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import ROOT, CliRunner, query
+from tests.test_serving import CONFIG as SERVING_CONFIG
 
-CONFIG = """
-runs_dir = "{runs}"
-[warehouse]
-path = "{wh}"
-[ingest]
-mappings_dir = "{mappings}"
-[serving]
-segments_file = "{work}/no-segments.toml"
-
-[[candidates]]
-name = "trending"
-kind = "popular"
-params = {{ half_life_days = 7.0 }}
-
-[[candidates]]
-name = "next-item"
-kind = "cooccur"
-
-[[candidates]]
-name = "viewed-together"
-kind = "cooccur"
-params = {{ mode = "session" }}
-
-[[candidates]]
-name = "bought-together"
-kind = "cooccur"
-params = {{ mode = "basket" }}
-
-[[candidates]]
-name = "itemknn"
-kind = "itemknn"
-
-[[candidates]]
-name = "content"
-kind = "content"
-
-[ranker]
-params = {{ negatives = 50, n_per_generator = 50 }}
-"""
+# test_serving's shop config without its sasrec (the fastest full pipeline) and with no segments file
+CONFIG = SERVING_CONFIG.replace(
+    'mappings_dir = "{mappings}"\n',
+    'mappings_dir = "{mappings}"\n[serving]\nsegments_file = "{work}/no-segments.toml"\n',
+).replace(
+    '[[candidates]]\nname = "sasrec"\nkind = "sasrec"\n'
+    "params = {{ hidden = 16, layers = 1, epochs = 2, val_users = 200, patience = 1 }}\n\n",
+    "",
+)
+assert "sasrec" not in CONFIG and "segments_file" in CONFIG
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("RECCTL_")} | {"PYTHONPATH": str(ROOT)}
 
 
