@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -69,6 +70,16 @@ def quick_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     argv = ["--quiet", "demo", "--quick", "--data", str(ROOT / "sample_data"), "--workdir", str(work)]
     assert run(argv) == 0
     return work
+
+
+@pytest.fixture(scope="module")
+def demo_warehouse(quick_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding a copy of the quick demo's warehouse, per test module: for tests that train with
+    their own runs_dir (a promotion refills the online store of the warehouse it trained on, and the
+    session's demo must stay as it is)."""
+    folder = tmp_path_factory.mktemp("demo-warehouse")
+    shutil.copy(quick_demo / "recctl.duckdb", folder / "recctl.duckdb")
+    return folder
 
 
 @pytest.fixture

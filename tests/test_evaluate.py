@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -65,12 +64,8 @@ def test_leave_one_out_holds_out_the_last_and_validates_on_the_one_before() -> N
 
 
 @pytest.fixture(scope="module")
-def shop(quick_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the session's quick demo warehouse (tests/conftest.py): these tests train with their own
-    runs_dir, and a promotion refills the online store of the warehouse it trained on."""
-    folder = tmp_path_factory.mktemp("shop")
-    shutil.copy(quick_demo / "recctl.duckdb", folder / "recctl.duckdb")
-    return folder
+def shop(demo_warehouse: Path) -> Path:
+    return demo_warehouse
 
 
 def cfg_file(shop: Path, tmp_path: Path, candidates: str) -> Path:

@@ -4,7 +4,6 @@ one meaning for "what is filtered" (evaluation vs the pipeline's rules), and the
 from __future__ import annotations
 
 import io
-import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -133,12 +132,8 @@ def test_pipeline_candidates_keep_bought_items_only_where_the_rules_let_them_bac
 
 
 @pytest.fixture(scope="module")
-def shop(quick_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the session's quick demo warehouse (tests/conftest.py): these tests train with their own
-    runs_dir, and a promotion refills the online store of the warehouse it trained on."""
-    folder = tmp_path_factory.mktemp("shop")
-    shutil.copy(quick_demo / "recctl.duckdb", folder / "recctl.duckdb")
-    return folder
+def shop(demo_warehouse: Path) -> Path:
+    return demo_warehouse
 
 
 def _cfg(shop: Path, tmp_path: Path, extra: str = "") -> Path:

@@ -22,8 +22,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests import test_serving
 from tests.conftest import ROOT, CliRunner, query
 from tests.test_serving import CONFIG as SERVING_CONFIG
+
+rec = test_serving.rec  # the same fixture, over this module's project
 
 # test_serving's shop config without its sasrec (the fastest full pipeline) and with no segments file
 CONFIG = SERVING_CONFIG.replace(
@@ -63,16 +66,6 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     finally:
         os.environ.update(saved)
     return work
-
-
-@pytest.fixture
-def rec(cli: CliRunner, project: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.chdir(project)
-
-    def _run(*args: str, json_: bool = True) -> Any:
-        return cli("--config", project / "configs" / "recctl.toml", *(["--json"] if json_ else []), *args)
-
-    return _run
 
 
 def recctl_proc(project: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
