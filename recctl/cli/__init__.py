@@ -123,7 +123,7 @@ def _own_options(command: Any) -> dict[str, Any]:
     }
 
 
-def hoist_globals(argv: list[str]) -> list[str]:
+def hoist_globals(argv: list[str], root: Any = None) -> list[str]:
     """``argv`` with the global options given after the subcommand moved in front of it.
 
     Values are kept with their option (``--config PATH``, ``--config=PATH``); the values of the
@@ -133,7 +133,7 @@ def hoist_globals(argv: list[str]) -> list[str]:
     option of that name (``status --config=FILE``, and ``status --config FILE`` as status takes no
     arguments).
     """
-    root: Any = typer.main.get_command(app)
+    root = root if root is not None else typer.main.get_command(app)  # run() passes the one it runs
     i = 0
     while i < len(argv) and argv[i].startswith("-") and argv[i] != "--":  # the root's own options
         i += 2 if argv[i] in _GLOBAL_VALUED else 1
@@ -194,8 +194,9 @@ def run(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     with signals.handled():
         try:
-            args = hoist_globals(args)
-            rv = typer.main.get_command(app).main(args=args, prog_name="recctl", standalone_mode=False)
+            command = typer.main.get_command(app)  # the click tree, built once
+            args = hoist_globals(args, command)
+            rv = command.main(args=args, prog_name="recctl", standalone_mode=False)
             out = _output(args)
             if rv == ExitCode.INTERRUPTED:  # typer's answer to a KeyboardInterrupt (SIGINT) outside a query
                 out.fail(_INTERRUPTED.format("SIGINT"), None, ExitCode.INTERRUPTED)

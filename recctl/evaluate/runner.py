@@ -295,29 +295,15 @@ def _example_users(split: Split, seed: int) -> list[str]:
 
 
 def item_names(items: pl.DataFrame) -> pl.DataFrame:
-    """item_id, name: the item's title; else its brand and the last level of its category ("Acme · Boots"),
-    or the whole category path without a brand; else the brand alone; else the item id."""
-    cols = set(items.columns)
+    """item_id, name: as a recommendation's reason names the item (``serving.explain.label``: the title,
+    else brand · category leaf, else the brand or the whole category path), else the item id."""
+    from recctl.serving.explain import label
 
-    def text(c: str) -> pl.Expr:
-        return (
-            pl.col(c).cast(pl.String).str.strip_chars().replace("", None)
-            if c in cols
-            else pl.lit(None, pl.String)
-        )
-
-    leaf = text("category").str.split(">").list.last().str.strip_chars().replace("", None)
-    return items.select(
+    missing = [c for c in ("title", "brand", "category") if c not in items.columns]
+    known = items.with_columns(pl.lit(None, pl.String).alias(c) for c in missing)
+    return known.select(
         pl.col("item_id").cast(pl.String),
-        name=pl.coalesce(
-            text("title"),
-            pl.when(text("brand").is_not_null() & leaf.is_not_null()).then(
-                pl.concat_str(text("brand"), leaf, separator=" · ")
-            ),
-            text("category"),
-            text("brand"),
-            pl.col("item_id").cast(pl.String),
-        ),
+        name=pl.coalesce(label(" · ", whole_category=True), pl.col("item_id").cast(pl.String)),
     ).unique(subset="item_id", keep="first", maintain_order=True)
 
 

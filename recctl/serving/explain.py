@@ -49,18 +49,19 @@ def _blank_null(col: str) -> pl.Expr:
     return pl.when(text == "").then(None).otherwise(text)
 
 
-def label() -> pl.Expr:
+def label(separator: str = " ", *, whole_category: bool = False) -> pl.Expr:
     """How a reason names an item (columns title, brand, category): its title; else its brand and the
-    leaf of its category ("Samsung Smartphones"); else either alone; null when the catalog has none
-    of them (an item id means nothing to a shopper: the reason then says something else)."""
+    leaf of its category ("Samsung Smartphones"); else either alone (the whole category path with
+    ``whole_category``); null when the catalog has none of them (an item id means nothing to a
+    shopper: the reason then says something else). The report names items the same way."""
     leaf = pl.when(_blank_null("category").is_not_null()).then(_leaf("category"))
     return pl.coalesce(
         _blank_null("title"),
         pl.when(_blank_null("brand").is_not_null() & leaf.is_not_null()).then(
-            pl.format("{} {}", _blank_null("brand"), leaf)
+            pl.concat_str(_blank_null("brand"), leaf, separator=separator)
         ),
         _blank_null("brand"),
-        leaf,
+        _blank_null("category") if whole_category else leaf,
     )
 
 

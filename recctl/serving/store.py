@@ -42,14 +42,6 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def lookup(
-    con: duckdb.DuckDBPyConnection, user_id: str, run_id: str, max_age: str, k: int
-) -> list[dict[str, Any]] | None:
-    """The user's stored top ``k`` when fresh (same run, younger than ``max_age``), else None."""
-    found = stored(con, user_id, run_id, max_age, k)
-    return None if found is None else found["items"]
-
-
 def stored(
     con: duckdb.DuckDBPyConnection, user_id: str, run_id: str, max_age: str, k: int
 ) -> dict[str, Any] | None:
