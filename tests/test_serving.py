@@ -67,7 +67,6 @@ params = {{ negatives = 50, n_per_generator = 50 }}
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A trained sample-shop project: configs/recctl.toml, recctl.duckdb, runs/ (promoted)."""
-    from recctl.cli import run
 
     work = tmp_path_factory.mktemp("serving")
     (work / "configs").mkdir()
@@ -75,6 +74,15 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     conf.write_text(
         CONFIG.format(runs=work / "runs", wh=work / "recctl.duckdb", mappings=ROOT / "configs" / "mappings")
     )
+    fill(conf)
+    return work
+
+
+def fill(conf: Path, *extra: list[str]) -> None:
+    """Ingest the sample shop with project config ``conf``, train, then run each of ``extra`` (argv
+    lists), in this process with no RECCTL_* setting but the datasets folder."""
+    from recctl.cli import run
+
     saved = {
         k: os.environ.pop(k)
         for k in [k for k in os.environ if k.startswith("RECCTL_") and k != "RECCTL_DATASETS"]
@@ -85,9 +93,10 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     "--mapping", f"sample-shop-{table}"]  # fmt: skip
             assert run(args) == 0
         assert run(["--quiet", "--config", str(conf), "train"]) == 0
+        for argv in extra:
+            assert run(["--quiet", "--config", str(conf), *argv]) == 0
     finally:
         os.environ.update(saved)
-    return work
 
 
 @pytest.fixture

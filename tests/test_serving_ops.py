@@ -51,20 +51,10 @@ def write_config(work: Path, wh: Path, runs: Path) -> Path:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A trained sample-shop project with its online store filled (configs/recctl.toml)."""
-    from recctl.cli import run
 
     work = tmp_path_factory.mktemp("serving-ops")
     conf = write_config(work, work / "recctl.duckdb", work / "runs")
-    saved = {k: os.environ.pop(k) for k in [k for k in os.environ if k.startswith("RECCTL_")]}
-    try:
-        for table, name in (("events", "events.csv.gz"), ("items", "items.ndjson"), ("users", "users.csv")):
-            args = ["--quiet", "--config", str(conf), "ingest", table, str(ROOT / "sample_data" / name),
-                    "--mapping", f"sample-shop-{table}"]  # fmt: skip
-            assert run(args) == 0
-        assert run(["--quiet", "--config", str(conf), "train"]) == 0
-        assert run(["--quiet", "--config", str(conf), "recommend", "--all", "--k", "10"]) == 0
-    finally:
-        os.environ.update(saved)
+    test_serving.fill(conf, ["recommend", "--all", "--k", "10"])
     return work
 
 
