@@ -52,11 +52,52 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, defer_build=True)
 
 
+#: Keys that moved: ``[warehouse] threads`` / ``memory_limit`` set DuckDB alone, beside polars, LightGBM
+#: and the models' own use; one ``[resources]`` budget now derives DuckDB's share (``recctl.resources``).
+_MOVED = {"threads": "resources.threads", "memory_limit": "resources.memory"}
+
+
 class WarehouseConfig(Strict):
     path: Path = Field(Path("recctl.duckdb"), description="DuckDB file")
-    threads: int | None = Field(None, ge=1, description="DuckDB threads (default: all cores)")
-    memory_limit: str | None = Field(None, description="DuckDB memory limit, e.g. '4GB'")
     lock_wait: float = Field(0.0, ge=0, description="seconds a writer waits for the lock before exit 75")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and (moved := sorted(set(data) & set(_MOVED))):
+            why = "one budget for DuckDB, polars and the models"
+            raise ValueError("; ".join(f"'warehouse.{k}' moved to '{_MOVED[k]}' ({why})" for k in moved))
+        return data
+
+
+class ResourcesConfig(Strict):
+    """What one recctl process may use; ``recctl.resources`` derives each library's setting from it."""
+
+    memory: str | None = Field(
+        None,
+        description="memory budget of one recctl process, e.g. '16GB', '500MB' or '50%' of RAM: DuckDB gets "
+        "half (and spills to temp_dir beyond it), frames and models the rest (item-side caps read it); "
+        "default: none (DuckDB's own 80% of RAM)",
+    )
+    threads: int | None = Field(
+        None, ge=1, le=1024, description="threads of DuckDB, polars, BLAS and LightGBM (default: all cores)"
+    )
+    temp_dir: Path | None = Field(
+        None, description="where DuckDB spills beyond its memory (default: <warehouse>.tmp beside the file)"
+    )
+
+    @field_validator("memory")
+    @classmethod
+    def _size(cls, v: str | None) -> str | None:
+        from recctl.resources import MIN_MEMORY, parse_size
+
+        if v is None or not str(v).strip():
+            return None
+        if str(v).strip().startswith("-"):
+            raise ValueError(f"a negative size: {v!r}")
+        if parse_size(v) < MIN_MEMORY:
+            raise ValueError(f"{v!r} is below {MIN_MEMORY // 2**20}MB, too small for DuckDB to run a query")
+        return v
 
 
 class IngestConfig(Strict):
@@ -445,6 +486,7 @@ class ServingConfig(Strict):
 class RecctlConfig(Strict):
     seed: int = Field(42, description="root seed; every random component derives its own from it")
     warehouse: WarehouseConfig = Field(default_factory=WarehouseConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     runs_dir: Path = Path("runs")
     candidates: list[CandidateSpec] = Field(default_factory=_default_candidates)

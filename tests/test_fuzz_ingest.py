@@ -481,6 +481,7 @@ def test_fuzz_mappings(cli: CliRunner, doc: dict[str, Any], raw_mutation: bool) 
 CONFIG_KEYS = {
     "": ["seed", "runs_dir", "bogus"],
     "warehouse": ["path", "threads", "memory_limit", "lock_wait"],
+    "resources": ["memory", "threads", "temp_dir"],
     "ingest": ["mappings_dir", "default_mapping", "extra_event_types", "future_tolerance", "min_timestamp",
                "allow_file_functions"],
     "prepare": ["session_gap", "repeat_window", "repeat_event_types", "bot_max_events_per_hour"],

@@ -52,18 +52,21 @@ def sha(path: Path) -> str:
 @pytest.mark.parametrize(
     ("setting", "key"),
     [
-        ('memory_limit = "lots"', "warehouse.memory_limit"),
-        ('memory_limit = "-5GB"', "warehouse.memory_limit"),  # DuckDB would take it as no limit
-        ('memory_limit = "0GB"', "warehouse.memory_limit"),  # every later query would run out of memory
-        ("threads = 100000", "warehouse.threads"),  # DuckDB would start them all
-        ("threads = 0", "warehouse.threads"),
+        ('[resources]\nmemory = "lots"', "resources.memory"),
+        ('[resources]\nmemory = "-5GB"', "resources.memory"),  # DuckDB would take it as no limit
+        ('[resources]\nmemory = "0GB"', "resources.memory"),  # every later query would run out of memory
+        ('[resources]\nmemory = "150%"', "resources.memory"),
+        ("[resources]\nthreads = 100000", "resources.threads"),  # DuckDB would start them all
+        ("[resources]\nthreads = 0", "resources.threads"),
+        ('[warehouse]\nmemory_limit = "4GB"', "'warehouse.memory_limit' moved to 'resources.memory'"),
+        ("[warehouse]\nthreads = 2", "'warehouse.threads' moved to 'resources.threads'"),
     ],
 )
 def test_bad_warehouse_settings_exit_2_naming_the_key(
     cli: CliRunner, wh: Path, tmp_path: Path, setting: str, key: str
 ) -> None:
     cfg = tmp_path / "c.toml"
-    cfg.write_text(f"[warehouse]\n{setting}\n")
+    cfg.write_text(f"{setting}\n")
     src = small_csv(tmp_path / "e.csv", "a")
     for args in (("ingest", "events", src), ("status",)):
         one_line_error(cli("--config", cfg, "--warehouse", wh, *args), 2, key)

@@ -16,7 +16,6 @@ import copy
 import functools
 import logging
 import math
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +23,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from recctl import resources
 
 IntMatrix = npt.NDArray[np.int64]
 log = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def threads(n: int) -> Iterator[None]:
     """torch's intra-op threads set to ``n`` (0 = every core this process may use), restored after."""
     import torch
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = resources.cores()
     before = torch.get_num_threads()
     torch.set_num_threads(n if n > 0 else cores)
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from recctl import resources
 from recctl.config import RecctlConfig, load_config
 from recctl.console import Output
 
@@ -21,4 +22,5 @@ class State:
         if self._config is None:
             overrides = {"warehouse": {"path": str(self.warehouse)}} if self.warehouse else None
             self._config = load_config(self.config_path, overrides=overrides)
+            resources.apply_process(self._config)
         return self._config

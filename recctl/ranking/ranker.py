@@ -18,6 +18,8 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
+from recctl import resources
+
 LABEL = "label"
 
 
@@ -145,7 +147,7 @@ def train_ranker(
         random_state=seed,
         deterministic=True,
         force_row_wise=True,
-        n_jobs=params.threads or _cores(),
+        n_jobs=params.threads or resources.cores(),
         verbose=-1,
     )
     x = train.select(features).cast(pl.Float32).to_numpy()
@@ -175,9 +177,3 @@ def train_ranker(
         for f, g, s in sorted(zip(features, gain, split, strict=True), key=lambda t: -t[1])
     }
     return TrainedRanker(booster, features, best, valid_ndcg, importances)
-
-
-def _cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
