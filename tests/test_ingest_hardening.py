@@ -156,6 +156,43 @@ def test_duplicates_are_counted_not_derived(cli: CliRunner, wh: Path, tmp_path: 
     assert (f["rows_read"], f["rows_loaded"], f["rows_rejected"], f["rows_duplicate"]) == (7, 2, 1, 4)
 
 
+def test_a_file_changed_while_duckdb_reads_it_is_not_loaded(
+    cli: CliRunner, wh: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file is hashed once before the load; one appended to during the load (after the hash) must not be
+    recorded under the old hash: the whole file is rolled back and the next run loads it."""
+    from recctl.ingest import write as writer
+
+    f = write(tmp_path / "e.csv", HEADER + rows(5))
+    real = writer.load_events
+
+    def appending(*a: Any) -> tuple[int, int]:
+        with f.open("a") as out:
+            out.write(rows(1, start=5))
+        return real(*a)
+
+    monkeypatch.setattr(writer, "load_events", appending)
+    r = run(cli, wh, "events", f)
+    assert r.code == 65 and "changed while it was being read" in r.stderr and len(error_lines(r)) == 1
+    assert query(wh, "SELECT count(*) FROM events") == [(0,)]
+    monkeypatch.setattr(writer, "load_events", real)
+    r = run(cli, wh, "events", f)
+    assert r.code == 0 and r.json["files"][0]["rows_loaded"] == 6
+
+
+def test_mixed_line_endings_are_found_in_gzip_and_after_a_clean_scan(
+    cli: CliRunner, wh: Path, tmp_path: Path
+) -> None:
+    """The CR check rides on the hashing pass (plain files) or the decompression (gzip): a CR anywhere
+    still sends the file through the line-ending pass, an LF file without one loads as before."""
+    text = HEADER + rows(2) + rows(1, start=2).replace("\n", "\r") + rows(1, start=3)
+    for name in ("mixed.csv", "mixed.csv.gz"):
+        r = run(cli, wh, "events", write(tmp_path / name, text))
+        assert r.code == 65 and "mixed line endings" in r.stderr and "line 4" in r.stderr, r.stderr
+    r = run(cli, wh, "events", write(tmp_path / "clean.csv.gz", HEADER + rows(4)))
+    assert r.code == 0 and r.json["files"][0]["rows_loaded"] == 4
+
+
 # 2. non-finite numbers ------------------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import os
 import re
 import shutil
 import stat
@@ -40,6 +41,21 @@ class Input:
     data_path: Path  # what DuckDB reads: the file itself, or its verified plain copy
     sha256: str  # of the file as given (compressed bytes for a .gz)
     compressed: bool
+    cr_free: bool = False  # data_path holds no CR byte at all (so an LF file has no foreign line break)
+
+
+@dataclass(frozen=True)
+class Scan:
+    """One pass over a file as given: its content hash, whether it holds a CR byte, and its stat stamp."""
+
+    sha256: str
+    cr_free: bool
+    stamp: tuple[int, int, int]  # size, mtime (ns), inode: changed when the file is written or replaced
+
+
+def stamp(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns, st.st_ino
 
 
 def _kind(mode: int) -> str | None:
@@ -106,8 +122,10 @@ def _gunzip_error(path: Path, exc: BaseException) -> DataError:
     return DataError(f"{path}: corrupt gzip file: {why}; nothing was loaded from it")
 
 
-def _gunzip(path: Path, hashing: _Hashing, plain: Path) -> None:
-    """Decompress through ``hashing`` into ``plain``, chunk by chunk, every member's CRC and length checked."""
+def _gunzip(path: Path, hashing: _Hashing, plain: Path) -> bool:
+    """Decompress through ``hashing`` into ``plain``, chunk by chunk, every member's CRC and length checked;
+    returns whether the plain data holds no CR byte."""
+    cr_free = True
     try:
         out = plain.open("wb")
     except OSError as exc:
@@ -119,7 +137,8 @@ def _gunzip(path: Path, hashing: _Hashing, plain: Path) -> None:
             except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
                 raise _gunzip_error(path, exc) from exc
             if not chunk:
-                return
+                return cr_free
+            cr_free = cr_free and chunk.find(b"\r") < 0
             try:
                 out.write(chunk)
             except OSError as exc:
@@ -129,11 +148,28 @@ def _gunzip(path: Path, hashing: _Hashing, plain: Path) -> None:
                 ) from exc
 
 
+def _compressed(path: Path) -> bool:
+    """gzip by its name or its magic bytes."""
+    if is_gzip_name(path):
+        return True
+    try:
+        with path.open("rb") as f:
+            return f.read(2) == _MAGIC
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
 @contextlib.contextmanager
-def prepared(path: Path) -> Iterator[Input]:
+def prepared(path: Path, scan: Scan | None = None) -> Iterator[Input]:
     """``path`` checked, hashed and (when compressed) verified and decompressed to a temporary file that
-    is removed afterwards. Raises DataError naming the file for anything unreadable."""
+    is removed afterwards. Raises DataError naming the file for anything unreadable.
+
+    A plain file already scanned (``scan``) is not read again: its hash and CR check are the scan's (the
+    caller compares the file's stamp after the load, which also covers a change while DuckDB read it)."""
     check_regular(path)
+    if scan is not None and not _compressed(path):
+        yield Input(path, path, scan.sha256, False, cr_free=scan.cr_free)
+        return
     tmpdir: str | None = None
     try:
         try:
@@ -141,7 +177,7 @@ def prepared(path: Path) -> Iterator[Input]:
                 compressed = is_gzip_name(path) or raw.read(2) == _MAGIC
                 raw.seek(0)
                 hashing = _Hashing(raw)
-                data_path = path
+                data_path, cr_free = path, False
                 if compressed:
                     try:
                         tmpdir = tempfile.mkdtemp(prefix="recctl-ingest-")
@@ -151,23 +187,42 @@ def prepared(path: Path) -> Iterator[Input]:
                             hint="point TMPDIR at a writable disk",
                         ) from exc
                     data_path = Path(tmpdir) / (plain_name(path) if is_gzip_name(path) else path.name)
-                    _gunzip(path, hashing, data_path)
-                hashing.drain()
+                    cr_free = _gunzip(path, hashing, data_path)
+                    hashing.drain()
+                else:
+                    cr_free = _hash_into(raw, hashing.sha)
         except OSError as exc:
             raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
-        yield Input(path, data_path, hashing.sha.hexdigest(), compressed)
+        yield Input(path, data_path, hashing.sha.hexdigest(), compressed, cr_free=cr_free)
     finally:
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
 
 
+def _hash_into(f: BinaryIO, sha: hashlib._Hash) -> bool:
+    """Feed the rest of ``f`` to ``sha``; returns whether none of it was a CR byte (memchr per chunk)."""
+    buf = bytearray(CHUNK * 4)
+    view = memoryview(buf)
+    cr_free = True
+    while n := f.readinto(buf):  # type: ignore[attr-defined]
+        sha.update(view[:n])
+        cr_free = cr_free and buf.find(b"\r", 0, n) < 0
+    return cr_free
+
+
+def scan_file(path: Path) -> Scan:
+    """One read of ``path``: its sha256 as stored (the manifest's identity of a file), whether it holds a
+    CR byte (an LF file without one needs no line-ending pass), and its stamp before the read."""
+    with path.open("rb") as f:
+        st = os.fstat(f.fileno())
+        sha = hashlib.sha256()
+        cr_free = _hash_into(f, sha)
+    return Scan(sha.hexdigest(), cr_free, (st.st_size, st.st_mtime_ns, st.st_ino))
+
+
 def file_sha256(path: Path) -> str:
     """The content hash of ``path`` as stored (the manifest's identity of a file)."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(CHUNK * 4):
-            h.update(chunk)
-    return h.hexdigest()
+    return scan_file(path).sha256
 
 
 _FOREIGN_BREAKS = {  # per line ending of a file: the other line breaks (a regex over its bytes)

@@ -24,7 +24,7 @@ import duckdb
 
 from recctl.errors import DataError, RecctlError, WarehouseError
 from recctl.ingest import write
-from recctl.ingest.inputs import Input, check_regular, file_sha256, prepared
+from recctl.ingest.inputs import Input, Scan, check_regular, prepared, scan_file, stamp
 from recctl.ingest.mapping import Mapping, content_hash
 from recctl.ingest.sources import (
     LINES_TABLE,
@@ -128,19 +128,23 @@ def _reason(exc: BaseException, inp: Input | None, path: Path) -> str:
     return text
 
 
-def _empty_columns(con: duckdb.DuckDBPyConnection, mapping: Mapping, cols: list[str], good: int) -> list[str]:
-    """Mapped (not constant) columns with no value in any good row: worth saying, it is often a typo."""
+def _stage_counts(con: duckdb.DuckDBPyConnection, mapping: Mapping, cols: list[str]) -> tuple[int, list[str]]:
+    """One scan of the stage table: its rows and the mapped (not constant) columns with no
+    value in any good row (worth saying: it is often a typo)."""
     given = [c for c in cols if c not in mapping.constants]
-    if not good or not given:
-        return []
+    good = "count(*) FILTER (WHERE _reason IS NULL)"
     counts = con.execute(
-        "SELECT " + ", ".join(f"count({ident(c)})" for c in given) + f" FROM {STAGE} WHERE _reason IS NULL"
+        f"SELECT count(*), {good}"
+        + "".join(f", count({ident(c)}) FILTER (WHERE _reason IS NULL)" for c in given)
+        + f" FROM {STAGE}"
     ).fetchall()[0]
-    return [
+    rows, n_good = int(counts[0]), int(counts[1])
+    empty = [
         f"{c} (from {mapping.columns.get(c, c)!r}) is empty in every loaded row"
-        for c, n in zip(given, counts, strict=True)
+        for c, n in zip(given, counts[2:], strict=True)
         if not n
     ]
+    return rows, empty if n_good else []
 
 
 def _load(
@@ -152,7 +156,8 @@ def _load(
     # the rejects of an earlier read of this file are superseded by this read's
     con.execute("DELETE FROM ingest_rejects WHERE source_file = ? AND target = ?", [str(path), target])
     con.execute(f"SET TimeZone = {sql_str(mapping.timestamp.timezone)}")
-    src = open_source(con, path, detect_format(path, fmt or mapping.read.format), mapping.read, inp.data_path)
+    kind = detect_format(path, fmt or mapping.read.format)
+    src = open_source(con, path, kind, mapping.read, inp.data_path, cr_free=inp.cr_free)
     if src.empty:
         result.message = "empty file: no records"
         result.warnings.append(result.message)
@@ -174,9 +179,8 @@ def _load(
     con.execute("SET TimeZone = 'UTC'")
     parse_rejected = write.insert_parse_rejects(con, src, target, started)
     write.check_line_endings(con, src)
-    stage_rows = scalar(con, f"SELECT count(*) FROM {STAGE}")
+    stage_rows, empty = _stage_counts(con, mapping, cols)
     write.insert_stage_rejects(con, src, target, started)
-    good = scalar(con, f"SELECT count(*) FROM {STAGE} WHERE _reason IS NULL")
     if target == "events":
         loaded, duplicate = write.load_events(con, cols, str(path), started)
     else:
@@ -198,7 +202,7 @@ def _load(
     if read == 0:
         result.message = "no records (header only?)"
         result.warnings.append(result.message)
-    result.warnings += _empty_columns(con, mapping, cols, good)
+    result.warnings += empty
 
 
 _TEMP_TABLES = (STAGE, "_recctl_perr", "_recctl_pshift", "_recctl_dups", "_recctl_drop", "_recctl_win",
@@ -226,6 +230,16 @@ def _fail(
     return result
 
 
+def _unchanged(inp: Input, scan: Scan) -> None:
+    """A plain file DuckDB read in place must still be the one hashed: same size, mtime and inode."""
+    try:
+        same = inp.compressed or stamp(inp.path) == scan.stamp
+    except OSError:
+        same = False
+    if not same:
+        raise DataError(f"{inp.path} changed while it was being read; run the ingest again")
+
+
 def load_file(
     con: duckdb.DuckDBPyConnection,
     path: Path,
@@ -243,9 +257,10 @@ def load_file(
     try:
         check_regular(path)
         try:
-            sha = file_sha256(path)
+            scan = scan_file(path)
         except OSError as exc:
             raise DataError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        sha = scan.sha256
     except DataError as exc:
         return _fail(con, path, mapping, exc.message, sha, started, t0)
     prev = previous_load(con, sha, target)
@@ -261,12 +276,13 @@ def load_file(
         )
     inp: Input | None = None
     try:
-        with prepared(path) as inp:
+        with prepared(path, scan) as inp:
             if inp.sha256 != sha:
                 raise DataError(f"{path} changed while it was being read; run the ingest again")
             con.execute("BEGIN TRANSACTION")
             try:
                 _load(con, inp, mapping, rules, fmt, result, started)
+                _unchanged(inp, scan)
                 result.warnings = [one_line(w) for w in result.warnings]
                 result.seconds = round(time.perf_counter() - t0, 3)
                 _record(con, result, sha, mapping, started)

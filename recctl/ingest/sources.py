@@ -258,7 +258,7 @@ def _header_fields(path: Path, data: Path, read: ReadOptions) -> tuple[list[str]
 
 
 def _csv_source(
-    con: duckdb.DuckDBPyConnection, path: Path, data: Path, fmt: str, read: ReadOptions
+    con: duckdb.DuckDBPyConnection, path: Path, data: Path, fmt: str, read: ReadOptions, cr_free: bool
 ) -> Source:
     if fmt == "tsv" and read.delimiter is None:
         read = read.model_copy(update={"delimiter": "\t"})
@@ -279,7 +279,9 @@ def _csv_source(
     ]
     sql = f"read_csv({sql_str(str(data))}, {', '.join(opts)})"
     newline = newline_style(data, read.encoding)
-    if newline is not None and (line := foreign_line_break(data, newline, quote)) is not None:
+    # an LF file without any CR byte (known from the hashing pass) has no other line break to find
+    skip = cr_free and newline == "\n"
+    if newline is not None and not skip and (line := foreign_line_break(data, newline, quote)) is not None:
         names_ = {"\n": "LF", "\r": "CR", "\r\n": "CRLF"}
         raise DataError(
             f"{path}: mixed line endings: the lines end in {names_[newline]}, but line {line} ends in another "
@@ -340,10 +342,12 @@ def _keyed_json_source(con: duckdb.DuckDBPyConnection, path: Path, data: Path, r
 
 
 def open_source(
-    con: duckdb.DuckDBPyConnection, path: Path, fmt: str, read: ReadOptions, data: Path | None = None
-) -> Source:
+    con: duckdb.DuckDBPyConnection, path: Path, fmt: str, read: ReadOptions, data: Path | None = None,
+    *, cr_free: bool = False,
+) -> Source:  # fmt: skip
     """Describe ``path`` as a relation of source columns, read from ``data`` (its verified plain copy
-    when it is compressed; default: ``path`` itself). Raises DataError for unreadable files."""
+    when it is compressed; default: ``path`` itself). ``cr_free``: ``data`` is known to hold no CR byte.
+    Raises DataError for unreadable files."""
     data = data or path
     if fmt != "parquet" and not _head(data, shown=path).strip():
         return Source(path, fmt, "(SELECT 1 WHERE false)", empty=True)
@@ -352,7 +356,7 @@ def open_source(
     con.execute(f"DROP TABLE IF EXISTS {REJECTS_TABLE}")
     con.execute(f"DROP TABLE IF EXISTS {REJECTS_SCAN}")
     if fmt in ("csv", "tsv"):
-        return _csv_source(con, path, data, fmt, read)
+        return _csv_source(con, path, data, fmt, read, cr_free)
     if fmt in ("json", "ndjson"):
         return _json_source(con, path, data, fmt, read)
     if fmt == "parquet":

@@ -59,6 +59,19 @@ def _classified(path: Path) -> Iterator[None]:
 
 READER_GRACE = 5.0  # seconds a writer retries while read-only readers have the file open
 
+#: Where DuckDB spills what does not fit in its memory limit (sorts, hash joins and aggregates, temp tables
+#: such as ingest's stage table) unless ``[resources] temp_dir`` says otherwise: a folder beside the
+#: warehouse, on its disk, set on every connection; DuckDB removes the files when the connection closes.
+TEMP_SUFFIX = ".tmp"
+
+
+def temp_dir_for(path: Path) -> Path:
+    return path.with_name(path.name + TEMP_SUFFIX)
+
+
+def _spill_to(con: duckdb.DuckDBPyConnection, cfg: RecctlConfig, path: Path) -> None:
+    con.execute("SET temp_directory = ?", [str(cfg.resources.temp_dir or temp_dir_for(path))])
+
 
 @contextmanager
 def open_writer(cfg: RecctlConfig, command: str, *, wait: float | None = None) -> Iterator[Warehouse]:
@@ -100,6 +113,7 @@ def reopen_writer(
     try:
         with _classified(path):
             apply_settings(con, cfg)
+            _spill_to(con, cfg, path)
             verify(con, path)  # every data block, before the first write
             migrate(con)
             yield Warehouse(con, path, read_only=False)
@@ -183,6 +197,7 @@ def _reader_setup(con: duckdb.DuckDBPyConnection, cfg: RecctlConfig, path: Path)
     # DuckDB has replayed the WAL (in memory) and holds its lock: no writer can be changing the WAL now
     preflight.check_wal(path)
     apply_settings(con, cfg)
+    _spill_to(con, cfg, path)
     version = current_version(con)
     if version > LATEST:
         raise WarehouseError(f"the warehouse has schema version {version}; this recctl knows {LATEST}")

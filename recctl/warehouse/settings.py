@@ -45,8 +45,6 @@ def apply_settings(con: duckdb.DuckDBPyConnection, cfg: RecctlConfig) -> None:
                 "threads", threads, f"must be between 1 and {MAX_THREADS}", "threads takes a positive integer"
             )
         con.execute(f"SET threads = {int(threads)}")
-    if res.temp_dir is not None:
-        con.execute("SET temp_directory = ?", [str(res.temp_dir)])
     try:
         limit = resources.duckdb_memory(res.memory)
     except ValueError as exc:
