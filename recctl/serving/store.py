@@ -159,11 +159,13 @@ def batch(
 
 
 def rank_all(
-    wh: Warehouse, cfg: RecctlConfig, *, k: int | None = None, served: Served | None = None
-) -> tuple[pl.DataFrame | None, dict[str, Any]]:
+    wh: Warehouse, cfg: RecctlConfig, *, k: int | None = None, served: Served | None = None,
+    now: datetime | None = None,
+) -> tuple[pl.DataFrame | None, dict[str, Any]]:  # fmt: skip
     """Every user's top ``k`` as rows of ``recs`` (None when there is nobody), and the report so far;
-    ranked by ``served`` (default: the promoted run). Progress: the stage ``rank users`` counts users
-    per chunk (n/N, N known from the start)."""
+    ranked by ``served`` (default: the promoted run) at ``now`` (default: the clock; also the rows'
+    ``created_at``). Progress: the stage ``rank users`` counts users per chunk (n/N, N known from the
+    start)."""
     import polars as pl
 
     from recctl.serving.served import promoted
@@ -179,7 +181,7 @@ def rank_all(
     users = everything.visitors["user_id"]
     size = cfg.serving.batch_chunk_users
     chunks = [users.slice(lo, size) for lo in range(0, users.len(), size)]
-    now = _now()
+    now = now or _now()
 
     def one(chunk: pl.Series) -> pl.DataFrame:
         ids = chunk.to_frame()
