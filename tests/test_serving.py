@@ -289,7 +289,7 @@ def test_serving_goes_on_while_the_batch_ranks(
     from recctl.serving import store
 
     seen: dict[str, Any] = {}
-    rank_all = store.rank_all
+    rank_into = store.rank_into
 
     def ranking(wh: Any, *args: Any, **kw: Any) -> Any:
         seen["read_only"] = wh.read_only
@@ -302,9 +302,9 @@ def test_serving_goes_on_while_the_batch_ranks(
             [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60
         )
         seen["reader"] = (reader.returncode, reader.stderr)
-        return rank_all(wh, *args, **kw)
+        return rank_into(wh, *args, **kw)
 
-    monkeypatch.setattr(store, "rank_all", ranking)
+    monkeypatch.setattr(store, "rank_into", ranking)
     r = rec("recommend", "--all", "--k", "3")
     assert r.code == 0, r.stderr
     assert seen["read_only"] is True and seen["reader"] == (0, "")
@@ -448,8 +448,11 @@ def test_every_stored_list_is_the_live_answer_for_that_user_alone(
     cfg = load_config(project / "configs" / "recctl.toml")
     now = datetime(2026, 10, 1, 12)
     with open_reader(cfg) as wh:
-        rows, _ = store.rank_all(wh, cfg, k=6, now=now)
-        assert rows is not None
+        (tmp_path / "parts").mkdir()
+        parts, report = store.rank_into(wh, cfg, tmp_path / "parts", k=6, now=now)
+        assert len(parts) > 1  # chunks that mix the cases
+        rows = pl.read_parquet(parts)
+        assert report["rows"] == rows.height and rows["user_id"].n_unique() == report["users"]
         from recctl.serving.states import visitors
 
         who = visitors(wh.con).join(rows.select("user_id", "strategy").unique(), on="user_id")

@@ -35,6 +35,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
+from recctl.candidates._keys import distinct, expand, lookup, member, sorted_pairs
 from recctl.candidates.base import Params, register
 from recctl.candidates.content import (
     DEFAULT_EVENT_WEIGHTS,
@@ -47,7 +48,6 @@ from recctl.candidates.content import (
 )
 
 _CHUNK = 512  # users scored per candidate join
-_TABLE_CELLS = 8_000_000  # a dense (users of a chunk × group codes) affinity lookup up to this size
 _TABLES = ("items", "brand", "leaf", "parent", "stats")
 _GROUPS = ("brand", "leaf", "parent")
 _AFF = "affinity"
@@ -104,74 +104,6 @@ def _top(scored: pl.DataFrame, key: str, n: int) -> pl.DataFrame:
     top = scored.join(cut, on=key).filter(pl.col("score") >= pl.col("cut")).drop("cut")
     top = top.sort([key, "score", "i"], descending=[False, True, False])
     return top.filter(pl.int_range(pl.len()).over(key) < n)
-
-
-def _sorted_pairs(pairs: pl.DataFrame, code: str) -> tuple[np.ndarray, np.ndarray]:
-    """(codes, items) of (code, item index) pairs sorted by code."""
-    c = pairs[code].to_numpy().astype(np.int64)
-    order = np.argsort(c, kind="stable")
-    return c[order], pairs["i"].to_numpy().astype(np.int64)[order]
-
-
-def _expand(
-    shares: pl.DataFrame, code: str, codes: np.ndarray, item_ix: np.ndarray, n_items: int
-) -> np.ndarray:
-    """``u * n_items + i`` of every (user of ``shares``, item of one of their group codes): the inner join
-    of the shares with the group's items, as integer keys."""
-    u = shares["u"].to_numpy().astype(np.int64)
-    c = shares[code].to_numpy().astype(np.int64)
-    lo, hi = np.searchsorted(codes, c, "left"), np.searchsorted(codes, c, "right")
-    counts = hi - lo
-    total = int(counts.sum())
-    if total == 0:
-        return np.zeros(0, dtype=np.int64)
-    offsets = np.cumsum(counts) - counts
-    at = np.repeat(lo - offsets, counts) + np.arange(total)
-    keys: np.ndarray = np.repeat(u, counts) * n_items + item_ix[at]
-    return keys
-
-
-def _distinct(keys: np.ndarray) -> np.ndarray:
-    """The sorted distinct ``keys`` (a sort and a diff: numpy's hash-based unique took 20 s here)."""
-    keys = np.sort(keys)
-    return keys[np.r_[True, keys[1:] != keys[:-1]]] if keys.size else keys
-
-
-def _member(key: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
-    """Whether each of ``key`` is in ``sorted_keys``."""
-    at = np.searchsorted(sorted_keys, key).clip(0, sorted_keys.size - 1)
-    found: np.ndarray = sorted_keys[at] == key
-    return found
-
-
-def _share(shares: pl.DataFrame, group: str, u: np.ndarray, item_code: np.ndarray) -> pl.Series:
-    """Per candidate (user ``u``, the item's code of ``group``, NaN = none): the user's affinity for that
-    group value, null where they have none (the left join it replaces). A dense (users of the chunk ×
-    codes) table when it is small, else a search in the sorted (user, code) keys."""
-    su = shares["u"].to_numpy().astype(np.int64)
-    sc = shares[f"{group}_c"].to_numpy().astype(np.int64)
-    vals = shares[f"s_{group}"].to_numpy().astype(np.float64)
-    known = ~np.isnan(item_code)
-    code = np.where(known, item_code, 0).astype(np.int64)
-    out = np.full(u.size, np.nan)
-    if su.size == 0 or u.size == 0:
-        return pl.Series(out, dtype=pl.Float64, nan_to_null=True)
-    lo = int(min(su.min(), u.min()))
-    width = int(max(sc.max(), code.max())) + 1
-    height = int(max(su.max(), u.max())) - lo + 1
-    if height * width <= _TABLE_CELLS:
-        table = np.full((height, width), np.nan)
-        table[su - lo, sc] = vals
-        out = np.where(known, table[u.astype(np.int64) - lo, code], np.nan)
-    else:
-        skey = su * width + sc
-        order = np.argsort(skey, kind="stable")
-        skey, vals = skey[order], vals[order]
-        ckey = u.astype(np.int64) * width + code
-        found = known & _member(ckey, skey)
-        at = np.searchsorted(skey, ckey).clip(0, skey.size - 1)
-        out = np.where(found, vals[at], np.nan)
-    return pl.Series(out, dtype=pl.Float64, nan_to_null=True)
 
 
 @register("affinity")
@@ -379,17 +311,17 @@ class Affinity:
         # gathers instead of string-free but still hashed joins of millions of rows per chunk
         user_cols = stats.select("centre", "low", "high", "half_width", "sens")
         item_code = {k: items[f"{k}_c"].cast(pl.Float64).to_numpy() for k in _GROUPS}  # NaN: none
-        by_code = {k: _sorted_pairs(groups[k], f"{k}_c") for k in _GROUPS}
+        by_code = {k: sorted_pairs(groups[k], f"{k}_c") for k in _GROUPS}
         ex_key = np.sort(ex["u"].to_numpy().astype(np.int64) * n_items + ex["i"].to_numpy())
         for start in range(0, stats.height, _CHUNK):
             chunk = {
                 k: v.filter(pl.col("u").is_between(start, start + _CHUNK - 1)) for k, v in shares.items()
             }
-            key = _distinct(
-                np.concatenate([_expand(chunk[k], f"{k}_c", *by_code[k], n_items) for k in _GROUPS])
+            key = distinct(
+                np.concatenate([expand(chunk[k], f"{k}_c", *by_code[k], n_items) for k in _GROUPS])
             )
             if ex_key.size:
-                key = key[~_member(key, ex_key)]
+                key = key[~member(key, ex_key)]
             u, i = (key // n_items).astype(np.uint32), (key % n_items).astype(np.uint32)
             cand = pl.DataFrame({"u": u, "i": i}).hstack(
                 [*feats.drop("i")[i].get_columns(), *user_cols[u].get_columns()]
@@ -397,7 +329,7 @@ class Affinity:
             ok = cand.select(in_band.fill_null(False)).to_series().to_numpy()
             cand, u, i = cand.filter(ok), u[ok], i[ok]
             for k in _GROUPS:
-                cand = cand.with_columns(_share(chunk[k], k, u, item_code[k][i]).alias(f"s_{k}"))
+                cand = cand.with_columns(lookup(chunk[k], k, u, item_code[k][i]).alias(f"s_{k}"))
             for j, w in enumerate(w_pops):
                 scored = cand.select("u", "i", score=self._score(same, "centre", "half_width", w))
                 out[j].append(_top(scored, "u", n))
