@@ -11,7 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -436,39 +436,67 @@ def test_every_stored_list_is_the_live_answer_for_that_user_alone(
     sources, reasons, state and strategy. Users of every visitor state, strategy and guard case, ranked
     by the batch in chunks that mix them, at one fixed time."""
     from recctl.config import load_config
-    from recctl.serving import store
-    from recctl.serving.service import recommend_user
-    from recctl.warehouse import open_reader
 
     fresh = tmp_path / "users.csv"  # registered customers without a single event
     fresh.write_text("customer_id,gender,age_group,city,device,signup_date\n"
                      "z-new-1,female,25-34,Houston,mobile,2026-09-01\nz-new-2,male,55+,Austin,desktop,2026-09-02\n")  # fmt: skip
     assert rec("ingest", "users", str(fresh), "--mapping", "sample-shop-users").code == 0
     monkeypatch.setenv("RECCTL_SERVING__BATCH_CHUNK_USERS", "700")
-    cfg = load_config(project / "configs" / "recctl.toml")
-    now = datetime(2026, 10, 1, 12)
+    cases = batch_equals_live(
+        load_config(project / "configs" / "recctl.toml"), datetime(2026, 10, 1, 12), tmp_path
+    )
+    assert {s for s, *_ in cases} == {"buyer", "returning", "signed_in"}, cases
+    assert {s for _, s, *_ in cases} == {"personalized", "session"}, cases
+    assert {c[2] for c in cases} == {True, False} and any(c[3] for c in cases), cases
+
+
+def test_stored_lists_are_live_answers_with_buy_again_repurchase_rules_and_segments(
+    quick_demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same over the quick demo (configs/fashion.toml): the repeat generator, repurchase windows that
+    depend on the time, the cycle reasons of bought items and the segments' boosts."""
+    from recctl.config import load_config
+
+    monkeypatch.chdir(quick_demo)
+    monkeypatch.setenv("RECCTL_SERVING__BATCH_CHUNK_USERS", "600")
+    cfg = load_config(quick_demo / "configs" / "fashion.toml",
+                      overrides={"warehouse": {"path": str(quick_demo / "recctl.duckdb")}})  # fmt: skip
+    (last,) = query(quick_demo / "recctl.duckdb", "SELECT max(ts) FROM events")[0]
+    cases = batch_equals_live(cfg, last + timedelta(days=20), tmp_path)
+    assert {s for s, *_ in cases} >= {"buyer", "returning"} and any(c[4] for c in cases), cases
+
+
+def batch_equals_live(cfg: Any, now: datetime, tmp_path: Path) -> set[tuple[Any, ...]]:
+    """Rank every user as `recommend --all` does (its parquet parts) and compare up to 6 users of each
+    case (visitor state × strategy × thin evidence (the trending blend) × no events at all × a bought item
+    explained by its cycle) with their live per-user answer; returns the cases seen."""
+    from recctl.serving import store
+    from recctl.serving.service import recommend_user
+    from recctl.serving.states import visitors
+    from recctl.warehouse import open_reader
+
     with open_reader(cfg) as wh:
         (tmp_path / "parts").mkdir()
         parts, report = store.rank_into(wh, cfg, tmp_path / "parts", k=6, now=now)
         assert len(parts) > 1  # chunks that mix the cases
         rows = pl.read_parquet(parts)
         assert report["rows"] == rows.height and rows["user_id"].n_unique() == report["users"]
-        from recctl.serving.states import visitors
-
-        who = visitors(wh.con).join(rows.select("user_id", "strategy").unique(), on="user_id")
-        # up to 6 users of each case: visitor state × strategy × thin evidence (the trending blend) ×
-        # no events at all (a registered user the models cannot place: through to trending)
-        case = ["state", "strategy", "thin", "empty"]
+        cycle = rows.group_by("user_id").agg(
+            cycle=pl.col("reason").str.starts_with("you buy this").any()
+            | pl.col("reason").str.starts_with("you bought this").any()
+        )
+        who = (
+            visitors(wh.con)
+            .join(rows.select("user_id", "strategy").unique(), on="user_id")
+            .join(cycle, on="user_id")
+        )
+        case = ["state", "strategy", "thin", "empty", "cycle"]
         picked = (
             who.with_columns(thin=pl.col("n_items") < cfg.serving.min_items, empty=pl.col("n_events") == 0)
             .sort("user_id")
             .group_by(case, maintain_order=True)
             .head(6)
         )
-        cases = set(picked.select(case).iter_rows())
-        assert {s for s, *_ in cases} == {"buyer", "returning", "signed_in"}, cases
-        assert {s for _, s, *_ in cases} == {"personalized", "session"}, cases
-        assert {t for *_, t, _ in cases} == {True, False} and any(e for *_, e in cases), cases
         for user in picked["user_id"].to_list():
             live = recommend_user(wh, cfg, user, k=6, live=True, now=now)
             mine = rows.filter(pl.col("user_id") == user).sort("rank")
@@ -477,3 +505,4 @@ def test_every_stored_list_is_the_live_answer_for_that_user_alone(
                      list(r["sources"] or []), r["reason"]) for r in mine.iter_rows(named=True)]  # fmt: skip
             assert got == want, user
             assert (live["state"], live["strategy"]) == (mine["state"][0], mine["strategy"][0]), user
+    return set(picked.select(case).iter_rows())
