@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -288,7 +289,7 @@ def test_serving_goes_on_while_the_batch_ranks(
     from recctl.serving import store
 
     seen: dict[str, Any] = {}
-    rank_all = store.rank_all
+    rank_into = store.rank_into
 
     def ranking(wh: Any, *args: Any, **kw: Any) -> Any:
         seen["read_only"] = wh.read_only
@@ -301,9 +302,9 @@ def test_serving_goes_on_while_the_batch_ranks(
             [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60
         )
         seen["reader"] = (reader.returncode, reader.stderr)
-        return rank_all(wh, *args, **kw)
+        return rank_into(wh, *args, **kw)
 
-    monkeypatch.setattr(store, "rank_all", ranking)
+    monkeypatch.setattr(store, "rank_into", ranking)
     r = rec("recommend", "--all", "--k", "3")
     assert r.code == 0, r.stderr
     assert seen["read_only"] is True and seen["reader"] == (0, "")
@@ -424,3 +425,84 @@ def test_a_new_visitor_on_a_product_page_gets_trending_in_its_category(rec: Any,
     doc = rec("recommend", "--user", "first-visit", "--context-item", page, "--k", "4").json
     assert doc["state"] == "new" and len(doc["items"]) == 4
     assert all(cats[i["item_id"]] == cats[page] for i in doc["items"])
+
+
+def test_every_stored_list_is_the_live_answer_for_that_user_alone(
+    rec: Any, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch ranks users in blocks (every generator, the features, the ranker and the rules over a
+    whole chunk at once); a user's stored list must be exactly what the per-user path ranks for them alone
+    (recctl.serving.user for one user, as `recommend --user U --live` runs it): items, order, scores,
+    sources, reasons, state and strategy. Users of every visitor state, strategy and guard case, ranked
+    by the batch in chunks that mix them, at one fixed time."""
+    from recctl.config import load_config
+
+    fresh = tmp_path / "users.csv"  # registered customers without a single event
+    fresh.write_text("customer_id,gender,age_group,city,device,signup_date\n"
+                     "z-new-1,female,25-34,Houston,mobile,2026-09-01\nz-new-2,male,55+,Austin,desktop,2026-09-02\n")  # fmt: skip
+    assert rec("ingest", "users", str(fresh), "--mapping", "sample-shop-users").code == 0
+    monkeypatch.setenv("RECCTL_SERVING__BATCH_CHUNK_USERS", "700")
+    cases = batch_equals_live(
+        load_config(project / "configs" / "recctl.toml"), datetime(2026, 10, 1, 12), tmp_path
+    )
+    assert {s for s, *_ in cases} == {"buyer", "returning", "signed_in"}, cases
+    assert {s for _, s, *_ in cases} == {"personalized", "session"}, cases
+    assert {c[2] for c in cases} == {True, False} and any(c[3] for c in cases), cases
+
+
+def test_stored_lists_are_live_answers_with_buy_again_repurchase_rules_and_segments(
+    quick_demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same over the quick demo (configs/fashion.toml): the repeat generator, repurchase windows that
+    depend on the time, the cycle reasons of bought items and the segments' boosts."""
+    from recctl.config import load_config
+
+    monkeypatch.chdir(quick_demo)
+    monkeypatch.setenv("RECCTL_SERVING__BATCH_CHUNK_USERS", "600")
+    cfg = load_config(quick_demo / "configs" / "fashion.toml",
+                      overrides={"warehouse": {"path": str(quick_demo / "recctl.duckdb")}})  # fmt: skip
+    (last,) = query(quick_demo / "recctl.duckdb", "SELECT max(ts) FROM events")[0]
+    cases = batch_equals_live(cfg, last + timedelta(days=20), tmp_path)
+    assert {s for s, *_ in cases} >= {"buyer", "returning"} and any(c[4] for c in cases), cases
+
+
+def batch_equals_live(cfg: Any, now: datetime, tmp_path: Path) -> set[tuple[Any, ...]]:
+    """Rank every user as `recommend --all` does (its parquet parts) and compare up to 6 users of each
+    case (visitor state × strategy × thin evidence (the trending blend) × no events at all × a bought item
+    explained by its cycle) with their live per-user answer; returns the cases seen."""
+    from recctl.serving import store
+    from recctl.serving.service import recommend_user
+    from recctl.serving.states import visitors
+    from recctl.warehouse import open_reader
+
+    with open_reader(cfg) as wh:
+        (tmp_path / "parts").mkdir()
+        parts, report = store.rank_into(wh, cfg, tmp_path / "parts", k=6, now=now)
+        assert len(parts) > 1  # chunks that mix the cases
+        rows = pl.read_parquet(parts)
+        assert report["rows"] == rows.height and rows["user_id"].n_unique() == report["users"]
+        cycle = rows.group_by("user_id").agg(
+            cycle=pl.col("reason").str.starts_with("you buy this").any()
+            | pl.col("reason").str.starts_with("you bought this").any()
+        )
+        who = (
+            visitors(wh.con)
+            .join(rows.select("user_id", "strategy").unique(), on="user_id")
+            .join(cycle, on="user_id")
+        )
+        case = ["state", "strategy", "thin", "empty", "cycle"]
+        picked = (
+            who.with_columns(thin=pl.col("n_items") < cfg.serving.min_items, empty=pl.col("n_events") == 0)
+            .sort("user_id")
+            .group_by(case, maintain_order=True)
+            .head(6)
+        )
+        for user in picked["user_id"].to_list():
+            live = recommend_user(wh, cfg, user, k=6, live=True, now=now)
+            mine = rows.filter(pl.col("user_id") == user).sort("rank")
+            got = [(i["item_id"], i["rank"], i["score"], i["sources"], i["reason"]) for i in live["items"]]
+            want = [(r["item_id"], r["rank"], None if r["score"] is None else round(r["score"], 6),
+                     list(r["sources"] or []), r["reason"]) for r in mine.iter_rows(named=True)]  # fmt: skip
+            assert got == want, user
+            assert (live["state"], live["strategy"]) == (mine["state"][0], mine["strategy"][0]), user
+    return set(picked.select(case).iter_rows())

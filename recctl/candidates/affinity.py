@@ -31,9 +31,11 @@ import json
 from pathlib import Path
 from typing import Any, Self
 
+import numpy as np
 import polars as pl
 from pydantic import Field
 
+from recctl.candidates._keys import distinct, expand, lookup, member, sorted_pairs
 from recctl.candidates.base import Params, register
 from recctl.candidates.content import (
     DEFAULT_EVENT_WEIGHTS,
@@ -304,19 +306,30 @@ class Affinity:
         out: list[list[pl.DataFrame]] = [
             [pl.DataFrame(schema={"u": pl.UInt32, "i": pl.UInt32, "score": pl.Float64})] for _ in w_pops
         ]
+        n_items = max(items.height, 1)
+        # integer (user, item) and (user, group code) keys, so that the candidates are built by numpy
+        # gathers instead of string-free but still hashed joins of millions of rows per chunk
+        user_cols = stats.select("centre", "low", "high", "half_width", "sens")
+        item_code = {k: items[f"{k}_c"].cast(pl.Float64).to_numpy() for k in _GROUPS}  # NaN: none
+        by_code = {k: sorted_pairs(groups[k], f"{k}_c") for k in _GROUPS}
+        ex_key = np.sort(ex["u"].to_numpy().astype(np.int64) * n_items + ex["i"].to_numpy())
         for start in range(0, stats.height, _CHUNK):
             chunk = {
                 k: v.filter(pl.col("u").is_between(start, start + _CHUNK - 1)) for k, v in shares.items()
             }
-            cand = pl.concat(
-                [chunk[k].join(groups[k], on=f"{k}_c").select("u", "i") for k in _GROUPS]
-            ).unique()
-            cand = cand.join(feats, on="i").join(
-                stats.select("u", "centre", "low", "high", "half_width", "sens"), on="u"
+            key = distinct(
+                np.concatenate([expand(chunk[k], f"{k}_c", *by_code[k], n_items) for k in _GROUPS])
             )
-            cand = cand.filter(in_band).join(ex, on=["u", "i"], how="anti")
+            if ex_key.size:
+                key = key[~member(key, ex_key)]
+            u, i = (key // n_items).astype(np.uint32), (key % n_items).astype(np.uint32)
+            cand = pl.DataFrame({"u": u, "i": i}).hstack(
+                [*feats.drop("i")[i].get_columns(), *user_cols[u].get_columns()]
+            )
+            ok = cand.select(in_band.fill_null(False)).to_series().to_numpy()
+            cand, u, i = cand.filter(ok), u[ok], i[ok]
             for k in _GROUPS:
-                cand = cand.join(chunk[k], on=["u", f"{k}_c"], how="left")
+                cand = cand.with_columns(lookup(chunk[k], k, u, item_code[k][i]).alias(f"s_{k}"))
             for j, w in enumerate(w_pops):
                 scored = cand.select("u", "i", score=self._score(same, "centre", "half_width", w))
                 out[j].append(_top(scored, "u", n))

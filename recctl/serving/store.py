@@ -4,7 +4,11 @@ A lookup is fresh when its rows come from the promoted run and are younger than 
 ``recommend --user`` answers from a fresh lookup and ranks on the fly otherwise. ``batch`` ranks every
 user (every user with events and every registered user) in chunks of ``batch_chunk_users``, on
 ``batch_workers`` threads (each with its own DuckDB cursor; polars, LightGBM and torch release the GIL),
-and replaces the table's contents in one transaction, so readers see the old lists or the new ones.
+each chunk in one pass (``recommend_users``: every generator, the features, one ranker prediction and
+the rules over the whole chunk), writes each chunk's rows to a parquet part as it is ranked (memory
+bounded by a chunk, not by the shop) and replaces the table's contents from the parts in one
+transaction, so readers see the old lists or the new ones, never a mix, and a failed batch leaves the
+old ones.
 ``refill`` does the same for a run about to be promoted (by ``train`` or ``runs promote``) when the store
 is in use, keeping the promoted run's rows beside the new ones until the promotion: a newly promoted run
 answers from the store from its first request (a live answer costs seconds: every model is loaded).
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +27,7 @@ from recctl import progress
 from recctl.config import parse_duration
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from contextlib import AbstractContextManager
 
     import duckdb
@@ -91,19 +96,20 @@ def serve_batch(
     cfg: RecctlConfig, *, k: int | None = None, out: Path | None = None, wait: float | None = None
 ) -> dict[str, Any]:
     """``batch`` as `recommend --all` runs it: under the writer lock, ranking through a read-only
-    connection (serving calls keep being answered, from the previous lists, meanwhile), then a short
-    read-write open for the one-transaction write."""
+    connection (serving calls keep being answered, from the previous lists, meanwhile) into parquet
+    parts, then a short read-write open for the one-transaction write."""
     from recctl.warehouse import open_reader, reopen_writer, writer_lock
 
     with writer_lock(cfg, "recommend --all", wait=wait):
         with reopen_writer(cfg, wait=wait):
             pass  # pending migrations first: readers refuse an old schema
         t0 = time.perf_counter()
-        with open_reader(cfg, wait=cfg.warehouse.lock_wait if wait is None else wait) as wh:
-            rows, report = rank_all(wh, cfg, k=k)
-        with progress.stage("write the online store"), reopen_writer(cfg, wait=wait) as wh:
-            write(wh.con, rows)
-        return _finish(report, rows, out, t0)
+        with _parts_folder(cfg) as folder:
+            with open_reader(cfg, wait=cfg.warehouse.lock_wait if wait is None else wait) as wh:
+                parts, report = rank_into(wh, cfg, folder, k=k)
+            with progress.stage("write the online store"), reopen_writer(cfg, wait=wait) as wh:
+                write(wh.con, parts)
+            return _finish(report, parts, out, t0)
 
 
 def refill(cfg: RecctlConfig, run_id: str, reading: Opener, writing: Opener) -> dict[str, Any] | None:
@@ -116,16 +122,17 @@ def refill(cfg: RecctlConfig, run_id: str, reading: Opener, writing: Opener) -> 
     from recctl.serving.served import load_run
 
     live = promoted_id(cfg.runs_dir)
-    with reading() as wh:
-        (n, k) = wh.con.sql("SELECT count(*), max(rank) FROM recs").fetchall()[0]
-        if not n:
-            return None
-        t0 = time.perf_counter()
-        with progress.stage("fill the online store from the new run"):
-            rows, report = rank_all(wh, cfg, k=int(k), served=load_run(cfg.runs_dir, run_id))
-    with writing() as wh:
-        write(wh.con, rows, keep=None if live == run_id else live, replace=run_id)
-    return _finish(report, rows, None, t0)
+    with _parts_folder(cfg) as folder:
+        with reading() as wh:
+            (n, k) = wh.con.sql("SELECT count(*), max(rank) FROM recs").fetchall()[0]
+            if not n:
+                return None
+            t0 = time.perf_counter()
+            with progress.stage("fill the online store from the new run"):
+                parts, report = rank_into(wh, cfg, folder, k=int(k), served=load_run(cfg.runs_dir, run_id))
+        with writing() as wh:
+            write(wh.con, parts, keep=None if live == run_id else live, replace=run_id)
+        return _finish(report, parts, None, t0)
 
 
 def promote(cfg: RecctlConfig, run_id: str, *, wait: float | None = None) -> dict[str, Any] | None:
@@ -152,18 +159,63 @@ def batch(
 ) -> dict[str, Any]:
     """Rank every user into ``recs`` (and ``out`` as parquet) on an open writer; returns the report."""
     t0 = time.perf_counter()
-    rows, report = rank_all(wh, cfg, k=k)
-    with progress.stage("write the online store"):
-        write(wh.con, rows)
-    return _finish(report, rows, out, t0)
+    with _parts_folder(cfg) as folder:
+        parts, report = rank_into(wh, cfg, folder, k=k)
+        with progress.stage("write the online store"):
+            write(wh.con, parts)
+        return _finish(report, parts, out, t0)
 
 
 def rank_all(
-    wh: Warehouse, cfg: RecctlConfig, *, k: int | None = None, served: Served | None = None
-) -> tuple[pl.DataFrame | None, dict[str, Any]]:
-    """Every user's top ``k`` as rows of ``recs`` (None when there is nobody), and the report so far;
-    ranked by ``served`` (default: the promoted run). Progress: the stage ``rank users`` counts users
-    per chunk (n/N, N known from the start)."""
+    wh: Warehouse, cfg: RecctlConfig, *, k: int | None = None, served: Served | None = None,
+    now: datetime | None = None,
+) -> tuple[pl.DataFrame | None, dict[str, Any]]:  # fmt: skip
+    """Every user's top ``k`` as rows of ``recs`` in one frame (None when there is nobody), and the report
+    so far; ranked by ``served`` (default: the promoted run) at ``now`` (default: the clock; also the
+    rows' ``created_at``). ``rank_into`` is the same with bounded memory."""
+    import polars as pl
+
+    frames, report = _ranked(wh, cfg, k=k, served=served, now=now)
+    rows = pl.concat(list(frames)) if report["users"] else None
+    report = _counted(report, [] if rows is None else [rows])
+    return (rows if rows is not None and rows.height else None), report
+
+
+def rank_into(
+    wh: Warehouse, cfg: RecctlConfig, folder: Path, *, k: int | None = None, served: Served | None = None,
+    now: datetime | None = None,
+) -> tuple[list[Path], dict[str, Any]]:  # fmt: skip
+    """``rank_all`` with memory bounded by a chunk of users: each chunk's rows go to a parquet part in
+    ``folder`` as they are ranked (in user order); returns the parts and the report. ``write`` inserts
+    them in one transaction."""
+    frames, report = _ranked(wh, cfg, k=k, served=served, now=now)
+    parts: list[Path] = []
+    counts: list[Any] = []
+    for frame in frames:
+        if frame.height:
+            parts.append(folder / f"part-{len(parts):06d}.parquet")
+            frame.write_parquet(parts[-1])
+            counts.append(frame.select("user_id", "state"))
+    return parts, _counted(report, counts)
+
+
+def _counted(report: dict[str, Any], frames: list[pl.DataFrame]) -> dict[str, Any]:
+    """The report with the rows and the users per state of the ranked ``frames`` (chunks hold disjoint users)."""
+    import polars as pl
+
+    if not frames:
+        return {**report, "rows": 0, "by_state": {}}
+    both = pl.concat([f.select("user_id", "state") for f in frames])
+    by_state = dict(both.group_by("state").agg(pl.col("user_id").n_unique()).sort("state").iter_rows())
+    return {**report, "rows": both.height, "by_state": by_state}
+
+
+def _ranked(
+    wh: Warehouse, cfg: RecctlConfig, *, k: int | None, served: Served | None, now: datetime | None
+) -> tuple[Iterator[pl.DataFrame], dict[str, Any]]:
+    """The rows of ``recs`` chunk by chunk (``batch_chunk_users`` users each, ranked on ``batch_workers``
+    threads, yielded in user order) and the report without the row counts. Progress: the stage ``rank
+    users`` counts users per chunk (n/N, N known from the start)."""
     import polars as pl
 
     from recctl.serving.served import promoted
@@ -179,7 +231,8 @@ def rank_all(
     users = everything.visitors["user_id"]
     size = cfg.serving.batch_chunk_users
     chunks = [users.slice(lo, size) for lo in range(0, users.len(), size)]
-    now = _now()
+    now = now or _now()
+    run_id = served.run_id
 
     def one(chunk: pl.Series) -> pl.DataFrame:
         ids = chunk.to_frame()
@@ -190,41 +243,50 @@ def rank_all(
         )
         cur = wh.con.cursor()
         try:
-            frame = recommend_users(cur, cfg, served, inputs, k, now=now)
+            recs = recommend_users(cur, cfg, served, inputs, k, now=now)
         finally:
             cur.close()
-        return frame
+        return recs.select(
+            "user_id", "rank", "item_id", "score", "reason", "sources",
+            run_id=pl.lit(run_id), created_at=pl.lit(now), state="state", strategy="strategy",
+        )  # fmt: skip
 
-    frames: list[pl.DataFrame] = []
-    # progress is counted here, in the command's thread, as each chunk's lists arrive (in order)
-    with progress.stage("rank users", total=users.len(), unit="users"):
-        if cfg.serving.batch_workers > 1 and len(chunks) > 1:
-            with ThreadPoolExecutor(cfg.serving.batch_workers) as pool:
-                for chunk, frame in zip(chunks, pool.map(one, chunks), strict=True):
-                    frames.append(frame)
+    def frames() -> Iterator[pl.DataFrame]:
+        # progress is counted here, in the command's thread, as each chunk's lists arrive (in order)
+        with progress.stage("rank users", total=users.len(), unit="users"):
+            if cfg.serving.batch_workers > 1 and len(chunks) > 1:
+                with ThreadPoolExecutor(cfg.serving.batch_workers) as pool:
+                    for chunk, frame in zip(chunks, pool.map(one, chunks), strict=True):
+                        progress.advance(chunk.len())
+                        yield frame
+            else:
+                for chunk in chunks:
+                    frame = one(chunk)
                     progress.advance(chunk.len())
-        else:
-            for chunk in chunks:
-                frames.append(one(chunk))
-                progress.advance(chunk.len())
-    recs = pl.concat(frames) if frames else pl.DataFrame()
-    rows = recs.select(
-        "user_id", "rank", "item_id", "score", "reason", "sources",
-        run_id=pl.lit(served.run_id), created_at=pl.lit(now), state="state", strategy="strategy",
-    ) if recs.height else None  # fmt: skip
-    by_state = {} if recs.height == 0 else dict(
-        recs.group_by("state").agg(pl.col("user_id").n_unique()).sort("state").iter_rows()
-    )  # fmt: skip
-    return rows, {"run_id": served.run_id, "users": users.len(), "rows": 0 if rows is None else rows.height,
-                  "k": k, "by_state": by_state, "created_at": now}  # fmt: skip
+                    yield frame
+
+    return frames(), {"run_id": run_id, "users": users.len(), "k": k, "created_at": now}
 
 
-def _finish(report: dict[str, Any], rows: pl.DataFrame | None, out: Path | None, t0: float) -> dict[str, Any]:
-    """The batch's report, once ``rows`` are stored (and written to ``out``)."""
-    if out is not None and rows is not None:
+@contextmanager
+def _parts_folder(cfg: RecctlConfig) -> Iterator[Path]:
+    """A scratch folder beside the warehouse for a batch's parquet parts, removed afterwards."""
+    import tempfile
+
+    parent = cfg.warehouse.path.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".recctl-recs-", dir=parent) as tmp:
+        yield Path(tmp)
+
+
+def _finish(report: dict[str, Any], parts: list[Path], out: Path | None, t0: float) -> dict[str, Any]:
+    """The batch's report, once the rows of ``parts`` are stored (and copied to ``out``, one parquet file)."""
+    if out is not None and parts:
+        import polars as pl
+
         with progress.stage(f"write {out.name}"):
             out.parent.mkdir(parents=True, exist_ok=True)
-            rows.write_parquet(out)
+            pl.scan_parquet(parts).sink_parquet(out)
     seconds = time.perf_counter() - t0
     users = report["users"]
     return {**report, "seconds": round(seconds, 2), "users_per_s": round(users / seconds, 1) if seconds > 0 else None,
@@ -232,19 +294,27 @@ def _finish(report: dict[str, Any], rows: pl.DataFrame | None, out: Path | None,
 
 
 def write(
-    con: duckdb.DuckDBPyConnection, rows: pl.DataFrame | None, *, keep: str | None = None,
+    con: duckdb.DuckDBPyConnection, rows: pl.DataFrame | list[Path] | None, *, keep: str | None = None,
     replace: str | None = None,
 ) -> None:  # fmt: skip
-    """Replace the contents of ``recs`` with ``rows`` in one transaction (None: empty it), keeping the
-    rows of run ``keep`` when given (the promoted run, while ``rows`` come from the run about to replace
-    it; ``replace``: that run's id, whose earlier rows go)."""
+    """Replace the contents of ``recs`` with ``rows`` (a frame, or the parquet parts of ``rank_into``,
+    which DuckDB reads as it inserts) in one transaction (None or no parts: empty it), keeping the rows of
+    run ``keep`` when given (the promoted run, while ``rows`` come from the run about to replace it;
+    ``replace``: that run's id, whose earlier rows go). Readers see the old lists or the new ones, never
+    a mix; a failure leaves the old ones."""
     con.execute("BEGIN TRANSACTION")
     try:
         if keep is None:
             con.execute("DELETE FROM recs")
         else:
             con.execute("DELETE FROM recs WHERE run_id IS DISTINCT FROM ? OR run_id = ?", [keep, replace])
-        if rows is not None and rows.height:
+        if isinstance(rows, list):
+            if rows:
+                files = ", ".join("'" + str(p).replace("'", "''") + "'" for p in rows)
+                con.execute(
+                    f"INSERT INTO recs ({', '.join(_COLS)}) SELECT {', '.join(_COLS)} FROM read_parquet([{files}])"
+                )
+        elif rows is not None and rows.height:
             con.register("_recctl_new_recs", rows.select(list(_COLS)))
             con.execute(
                 f"INSERT INTO recs ({', '.join(_COLS)}) SELECT {', '.join(_COLS)} FROM _recctl_new_recs"

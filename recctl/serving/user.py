@@ -148,7 +148,11 @@ def _buy_again_reasons(out: pl.DataFrame, served: Served, inputs: Inputs, now: d
     )
     if bought.height == 0:
         return out
-    cyc = cycle_reasons(served, inputs.events.join(bought.select("user_id").unique(), on="user_id"), now)
+    # the cycles of a (user, item) come from its own events alone: only the listed items of these users
+    pairs = out.select("user_id", "item_id").join(bought.select("user_id").unique(), on="user_id", how="semi")
+    cyc = cycle_reasons(
+        served, inputs.events.join(pairs.unique(), on=["user_id", "item_id"], how="semi"), now
+    )
     if cyc.height == 0:
         return out
     joined = out.join(
