@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from recctl import __version__, progress, runs
-from recctl.candidates.base import CandidateGenerator, build
+from recctl.candidates.base import CandidateGenerator, build, release_memory
 from recctl.config import RecctlConfig
 from recctl.data import load_interactions, load_items
 from recctl.errors import DataError, GateFailedError, WarehouseError
@@ -136,12 +136,15 @@ def _train(
             pipe_seed = derive_seed(cfg.seed, "train", pipe.name)
             with progress.stage("ranker"):
                 model.fit_ranker(events, seed=pipe_seed, items=catalog)
+                model.features_at_end(events, catalog)
+                release_memory()
             ranker_s = time.perf_counter() - t0
         for i, spec in enumerate(specs, 1):
             t0 = time.perf_counter()
             with progress.stage(f"fit generator {spec.name} ({i}/{len(specs)})"):
                 gen = build(spec.kind, spec.name, spec.params)
                 gen.fit(events, seed=derive_seed(cfg.seed, "train", spec.name), items=catalog)
+                release_memory()
                 if pipe is None:
                     gen.save(staging / "models" / spec.name)
                 else:
@@ -150,7 +153,7 @@ def _train(
         if pipe is not None and model is not None:
             t0 = time.perf_counter()
             with progress.stage("finish ranker"):
-                model.finish(events, seed=pipe_seed, items=catalog, fitted=fitted)
+                model.finish(events, seed=pipe_seed, items=catalog, fitted=fitted, end_features=False)
             model.info["fit_s"] = round(ranker_s + time.perf_counter() - t0, 3)
             with progress.stage("save run"):
                 model.save(staging / "models" / pipe.name)

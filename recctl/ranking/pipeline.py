@@ -27,7 +27,7 @@ import polars as pl
 from pydantic import Field
 
 from recctl import progress
-from recctl.candidates.base import CandidateGenerator, Params, build, rank_top
+from recctl.candidates.base import CandidateGenerator, Params, build, rank_top, release_memory
 from recctl.ranking import dataset as D
 from recctl.ranking.merge import candidate_columns, merge, proposals, propose, source_names
 from recctl.ranking.ranker import LABEL, LGBMParams, TrainedRanker, train_ranker
@@ -119,19 +119,26 @@ class Pipeline:
 
     def finish(
         self, train: pl.DataFrame, *, seed: int, items: pl.DataFrame | None = None,
-        fitted: dict[str, CandidateGenerator] | None = None,
+        fitted: dict[str, CandidateGenerator] | None = None, end_features: bool = True,
     ) -> None:  # fmt: skip
         """Step 2 of ``fit``: the generators fitted on all of ``train`` (``fitted`` ones are taken as
-        they are, the others fitted here), the features as of its end and what the rules look at."""
+        they are, the others fitted here), the features as of its end (unless ``end_features`` is False:
+        the caller ran :meth:`features_at_end` itself) and what the rules look at."""
         p = self.params
         final = dict(fitted or {})
         missing = [g for g in p.generators if g.name not in final]
         final |= self._fit_generators(train, seed, items, "final", missing)
         self.generators = {g.name: final[g.name] for g in p.generators}
+        if end_features:
+            self.features_at_end(train, items)
+        self._keep_for_rules(train, items)
+
+    def features_at_end(self, train: pl.DataFrame, items: pl.DataFrame | None) -> None:
+        """The features as of the end of ``train`` (what ``for_users`` ranks with). ``recctl train``
+        builds them before it fits the final generators, so the two never hold memory at once."""
         with progress.stage("features as of the end of training"):
             self.features = self._feature_set(train, items, _after(train))
         self.as_of = _after(train)
-        self._keep_for_rules(train, items)
 
     def _fit_ranker(self, train: pl.DataFrame, seed: int, items: pl.DataFrame | None) -> dict[str, Any]:
         """Train the ranker into ``self.ranker`` and say what it learned from; or leave it None and say
@@ -256,6 +263,7 @@ class Pipeline:
                     pl.concat([proposals(gen, spec.name, b, p.n_per_generator, seen) for b in blocks])
                 )
             del gen
+            release_memory()
         cands = merge(parts, [g.name for g in p.generators])
         del parts
         data = D.label_candidates(cands, split.labels)
@@ -293,6 +301,7 @@ class Pipeline:
             with progress.stage(f"fit generator {spec.name} {where} ({i}/{total})"):
                 gen = build(spec.kind, spec.name, spec.params)
                 gen.fit(events, seed=derive_seed(seed, stage, spec.name), items=items)
+                release_memory()
             out[spec.name] = gen
         return out
 
