@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from recctl import __version__, progress, runs
-from recctl.candidates.base import CandidateGenerator, build
+from recctl.candidates.base import CandidateGenerator, build, release_memory
 from recctl.config import RecctlConfig
 from recctl.data import load_interactions, load_items
 from recctl.errors import DataError, GateFailedError, WarehouseError
@@ -127,30 +127,39 @@ def _train(
         resolved["candidates"] = [s.model_dump() for s in specs]
         runs.write_json(staging / "config.json", resolved)
         fitted: dict[str, CandidateGenerator] = {}
+        model = None
+        if pipe is not None:  # the ranker first: its history generators are freed before the final ones
+            from recctl.ranking.pipeline import Pipeline, serves
+
+            t0 = time.perf_counter()
+            model = Pipeline.from_spec(pipe)
+            pipe_seed = derive_seed(cfg.seed, "train", pipe.name)
+            with progress.stage("ranker"):
+                model.fit_ranker(events, seed=pipe_seed, items=catalog)
+                model.features_at_end(events, catalog)
+                release_memory()
+            ranker_s = time.perf_counter() - t0
         for i, spec in enumerate(specs, 1):
             t0 = time.perf_counter()
             with progress.stage(f"fit generator {spec.name} ({i}/{len(specs)})"):
                 gen = build(spec.kind, spec.name, spec.params)
                 gen.fit(events, seed=derive_seed(cfg.seed, "train", spec.name), items=catalog)
+                release_memory()
                 if pipe is None:
                     gen.save(staging / "models" / spec.name)
                 else:
                     fitted[spec.name] = gen
             models[spec.name] = {"kind": spec.kind, "fit_s": round(time.perf_counter() - t0, 3)}
-        if pipe is not None:
-            from recctl.ranking.pipeline import Pipeline, serves
-
+        if pipe is not None and model is not None:
             t0 = time.perf_counter()
-            model = Pipeline.from_spec(pipe)
-            with progress.stage("ranker"):
-                model.fit(
-                    events, seed=derive_seed(cfg.seed, "train", pipe.name), items=catalog, fitted=fitted
-                )
+            with progress.stage("finish ranker"):
+                model.finish(events, seed=pipe_seed, items=catalog, fitted=fitted, end_features=False)
+            model.info["fit_s"] = round(ranker_s + time.perf_counter() - t0, 3)
             with progress.stage("save run"):
                 model.save(staging / "models" / pipe.name)
             models[pipe.name] = {
                 "kind": pipe.kind,
-                "fit_s": round(time.perf_counter() - t0, 3),
+                "fit_s": round(ranker_s + time.perf_counter() - t0, 3),
                 "generators": [s.name for s in specs],
                 "training": model.info,
                 "top_features": dict(list((model.ranker.importances if model.ranker else {}).items())[:15]),

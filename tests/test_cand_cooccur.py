@@ -202,3 +202,25 @@ def test_sample_shop_planted_pairs(params: dict[str, Any], share: float) -> None
     gen = fitted(sample_shop(), **params)
     ranks = planted_ranks(gen, 5)
     assert ranks.len() - ranks.null_count() >= share * ranks.len(), ranks.to_list()
+
+
+def test_blocked_top_and_two_hop_equal_one_block(monkeypatch: pytest.MonkeyPatch) -> None:
+    """keep_top and the two-step paths run in blocks of items (bounded memory); the similarity is the
+    same as in one block, entry for entry (blocks of a few hundred nonzeros: many blocks)."""
+    from recctl.candidates import cooccur
+
+    events = sample_shop()
+    params = {"mode": "session", "two_hop": 0.5, "neighbors": 20}
+    monkeypatch.setattr(cooccur, "TOP_CELLS", 10**12)
+    monkeypatch.setattr(cooccur, "HOP_CELLS", 10**12)
+    whole = fitted(events, **params).sim
+    monkeypatch.setattr(cooccur, "TOP_CELLS", 300)
+    monkeypatch.setattr(cooccur, "HOP_CELLS", 500)
+    assert len(cooccur.row_blocks(whole.getnnz(axis=1), 300)) > 5
+    blocked = fitted(events, **params).sim
+    whole.sort_indices()
+    blocked.sort_indices()
+    assert whole.nnz > 1000
+    assert (whole.indptr == blocked.indptr).all()
+    assert (whole.indices == blocked.indices).all()
+    assert (whole.data == blocked.data).all()

@@ -113,11 +113,13 @@ def test_train_logs_each_stage_with_a_timestamp(
                   "ranker / LightGBM fit", "ranker / features as of the end of training", "save run",
                   "finish run"):  # fmt: skip
         started_and_done(found, stage)
-    assert any(s.startswith("ranker / candidates for ") for s in found)
+    assert any(s.startswith("ranker / candidates of ") for s in found)
     # start before end, in order: the ranker's stages are inside its own lines
     order = [LINE.match(ln)[3] for ln in r.stderr.splitlines() if LINE.match(ln)]  # type: ignore[index]
     first, last = order.index("ranker"), len(order) - 1 - order[::-1].index("ranker")
     assert first < order.index("ranker / LightGBM fit") < last
+    # the ranker (its history generators freed) comes before the final generators: never both in memory
+    assert last < order.index("fit generator trending (1/3)")
     # every stderr line is a stage log or a message a person reads
     assert all(STAGE_LOG.match(ln) for ln in r.stderr.splitlines() if ln.startswith("20"))
 

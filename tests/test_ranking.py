@@ -245,3 +245,32 @@ def test_lightgbms_messages_never_reach_stdout() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
     assert "lightgbm: [Warning] There are no meaningful features" in done.stderr
+
+
+def test_training_candidates_in_user_blocks_and_sampled_users(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training proposes candidates one generator and one block of label users at a time (bounded
+    memory): the rows are the same as in one block. ``max_users`` caps the users the ranker learns from,
+    and training.json reports the cap and the sample's size."""
+    from recctl.evaluate.splits import leave_one_out
+    from recctl.ranking import pipeline as P
+
+    train = leave_one_out(_two_kinds_of_users()).train
+    params = {**TestPipeline.params, "features": False}
+
+    def data(**extra: Any) -> tuple[pl.DataFrame, pl.DataFrame]:
+        pipe = build_model(CandidateSpec(name="ranked", kind="pipeline", params=params | extra))
+        _, cands, rows = pipe.training_data(train, seed=1, items=None)  # type: ignore[attr-defined]
+        return cands, rows
+
+    monkeypatch.setattr(P, "CANDIDATE_USERS", 10**9)
+    whole = data()
+    monkeypatch.setattr(P, "CANDIDATE_USERS", 7)
+    blocked = data()
+    assert whole[0].height > 1000 and whole[0]["user_id"].n_unique() > 100
+    assert whole[0].equals(blocked[0]) and whole[1].equals(blocked[1])
+
+    pipe = build_model(CandidateSpec(name="ranked", kind="pipeline", params=params | {"max_users": 40}))
+    pipe.fit(train, seed=1)
+    info = pipe.info  # type: ignore[attr-defined]
+    assert info["label_users"] > 100 and info["max_users"] == 40 and info["sampled_users"] == 40
+    assert info["learning_users"] <= 40 < whole[1]["user_id"].n_unique()

@@ -171,3 +171,14 @@ def max_excluded(exclude: pl.DataFrame | None) -> int:
         return 0
     top = exclude.group_by("user_id").len()["len"].max()
     return int(top) if isinstance(top, int) else 0
+
+
+def release_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc ``malloc_trim``) after a fit: the numpy and
+    scipy buffers a fit frees otherwise stay in the process's resident memory and add to the next fit's
+    peak (0.25 GB after co-occurrence on Complete Journey). Nothing changes but RSS; a no-op without glibc."""
+    import contextlib
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)

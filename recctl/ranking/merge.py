@@ -28,19 +28,23 @@ def propose(
     generators: dict[str, CandidateGenerator], users: pl.Series, n: int, exclude: pl.DataFrame | None
 ) -> pl.DataFrame:
     """Every generator's top ``n`` for ``users`` merged: user_id, item_id and the candidate columns."""
-    parts = []
-    for name, gen in generators.items():
-        recs = gen.for_users(users, n, exclude=exclude)
-        stem = column_stem(name)
-        parts.append(
-            recs.select(
-                "user_id",
-                "item_id",
-                pl.col("score").cast(pl.Float32).alias(f"{stem}_score"),
-                pl.col("rank").cast(pl.Float32).alias(f"{stem}_rank"),
-            )
-        )
+    parts = [proposals(gen, name, users, n, exclude) for name, gen in generators.items()]
     return merge(parts, list(generators))
+
+
+def proposals(
+    gen: CandidateGenerator, name: str, users: pl.Series, n: int, exclude: pl.DataFrame | None
+) -> pl.DataFrame:
+    """One generator's top ``n`` for ``users``: user_id, item_id, ``c_<name>_score``, ``c_<name>_rank``
+    (what :func:`merge` joins)."""
+    recs = gen.for_users(users, n, exclude=exclude)
+    stem = column_stem(name)
+    return recs.select(
+        "user_id",
+        "item_id",
+        pl.col("score").cast(pl.Float32).alias(f"{stem}_score"),
+        pl.col("rank").cast(pl.Float32).alias(f"{stem}_rank"),
+    )
 
 
 def merge(parts: list[pl.DataFrame], names: list[str]) -> pl.DataFrame:

@@ -27,13 +27,16 @@ import polars as pl
 from pydantic import Field
 
 from recctl import progress
-from recctl.candidates.base import CandidateGenerator, Params, build, rank_top
+from recctl.candidates.base import CandidateGenerator, Params, build, rank_top, release_memory
 from recctl.ranking import dataset as D
-from recctl.ranking.merge import candidate_columns, propose, source_names
+from recctl.ranking.merge import candidate_columns, merge, proposals, propose, source_names
 from recctl.ranking.ranker import LABEL, LGBMParams, TrainedRanker, train_ranker
 from recctl.seeds import derive_seed
 
 log = logging.getLogger(__name__)
+#: label users whose candidates one generator proposes at once in training (a user's list does not depend
+#: on the others'; 2,000 users at once cost co-occurrence 1 GB of scores on Complete Journey)
+CANDIDATE_USERS = 500
 
 
 class GeneratorSpec(Params):
@@ -101,20 +104,41 @@ class Pipeline:
         self, train: pl.DataFrame, *, seed: int, items: pl.DataFrame | None = None,
         fitted: dict[str, CandidateGenerator] | None = None,
     ) -> None:  # fmt: skip
-        p = self.params
         t0 = time.perf_counter()
+        self.fit_ranker(train, seed=seed, items=items)
+        self.finish(train, seed=seed, items=items, fitted=fitted)
+        self.info["fit_s"] = round(time.perf_counter() - t0, 3)
+        log.info("%s: %s", self.name, self.info)
+
+    def fit_ranker(self, train: pl.DataFrame, *, seed: int, items: pl.DataFrame | None = None) -> None:
+        """Step 1 of ``fit``: the ranker (or the fallback) from the label split of ``train``. The
+        generators it fits on the history are freed before it returns, so a caller that fits the final
+        generators afterwards (``recctl train``) never holds both sets at once."""
         self.ranker = None
         self.info = self._fit_ranker(train, seed, items)
+
+    def finish(
+        self, train: pl.DataFrame, *, seed: int, items: pl.DataFrame | None = None,
+        fitted: dict[str, CandidateGenerator] | None = None, end_features: bool = True,
+    ) -> None:  # fmt: skip
+        """Step 2 of ``fit``: the generators fitted on all of ``train`` (``fitted`` ones are taken as
+        they are, the others fitted here), the features as of its end (unless ``end_features`` is False:
+        the caller ran :meth:`features_at_end` itself) and what the rules look at."""
+        p = self.params
         final = dict(fitted or {})
         missing = [g for g in p.generators if g.name not in final]
         final |= self._fit_generators(train, seed, items, "final", missing)
         self.generators = {g.name: final[g.name] for g in p.generators}
+        if end_features:
+            self.features_at_end(train, items)
+        self._keep_for_rules(train, items)
+
+    def features_at_end(self, train: pl.DataFrame, items: pl.DataFrame | None) -> None:
+        """The features as of the end of ``train`` (what ``for_users`` ranks with). ``recctl train``
+        builds them before it fits the final generators, so the two never hold memory at once."""
         with progress.stage("features as of the end of training"):
             self.features = self._feature_set(train, items, _after(train))
         self.as_of = _after(train)
-        self._keep_for_rules(train, items)
-        self.info["fit_s"] = round(time.perf_counter() - t0, 3)
-        log.info("%s: %s", self.name, self.info)
 
     def _fit_ranker(self, train: pl.DataFrame, seed: int, items: pl.DataFrame | None) -> dict[str, Any]:
         """Train the ranker into ``self.ranker`` and say what it learned from; or leave it None and say
@@ -127,10 +151,15 @@ class Pipeline:
             return self._fallback(None, None, str(exc), {})
         learners = data["user_id"].n_unique()  # users with a positive among their candidates
         positives = int(data[LABEL].sum()) if data.height else 0
+        n_label = split.labels["user_id"].n_unique()
         info: dict[str, Any] = {
             "label_split": split.how,
             "label_as_of": split.as_of.isoformat(),
-            "label_users": split.labels["user_id"].n_unique(),
+            "label_users": n_label,
+            # the seeded sample of them the ranker learns from ([ranker] params.max_users, 0 = all of them;
+            # D.sample_users)
+            "max_users": p.max_users,
+            "sampled_users": n_label if p.max_users <= 0 else min(n_label, p.max_users),
             "learning_users": learners,
             "candidate_recall": _recall(
                 cands, split.labels.join(cands.select("user_id").unique(), on="user_id")
@@ -219,12 +248,24 @@ class Pipeline:
         p = self.params
         with progress.stage("label split"):
             split = D.label_split(train, p.label, p.label_window, p.target_events)
-        history_gens = self._fit_generators(split.history, seed, items, "history")
         users = D.sample_users(split.labels["user_id"], p.max_users, derive_seed(seed, "users"))
         seen = split.history.select("user_id", "item_id").unique() if p.filter_seen else None
-        with progress.stage(f"candidates for {users.len()} label users"):
-            cands = propose(history_gens, users, p.n_per_generator, seen)
-        del history_gens
+        # one generator at a time: fitted on the history, its candidates taken, then freed (all of them
+        # alive at once were 0.7 GB of models on Complete Journey)
+        parts = []
+        for i, spec in enumerate(p.generators, 1):
+            gen = self._fit_generators(split.history, seed, items, "history", [spec], i)[spec.name]
+            with progress.stage(f"candidates of {spec.name} for {users.len()} label users"):
+                blocks = [
+                    users.slice(lo, CANDIDATE_USERS) for lo in range(0, users.len(), CANDIDATE_USERS)
+                ] or [users]
+                parts.append(
+                    pl.concat([proposals(gen, spec.name, b, p.n_per_generator, seen) for b in blocks])
+                )
+            del gen
+            release_memory()
+        cands = merge(parts, [g.name for g in p.generators])
+        del parts
         data = D.label_candidates(cands, split.labels)
         data = D.sample_negatives(
             data, hard_rank=p.hard_rank, negatives=p.negatives, seed=derive_seed(seed, "neg")
@@ -248,15 +289,19 @@ class Pipeline:
 
     def _fit_generators(
         self, events: pl.DataFrame, seed: int, items: pl.DataFrame | None, stage: str,
-        specs: list[GeneratorSpec] | None = None,
+        specs: list[GeneratorSpec] | None = None, number: int | None = None,
     ) -> dict[str, CandidateGenerator]:  # fmt: skip
+        """``specs`` (default: every generator) fitted on ``events``; ``number``: the position of a single
+        spec among all generators (for the stage names)."""
         out: dict[str, CandidateGenerator] = {}
         todo = self.params.generators if specs is None else specs
         where = "on the label history" if stage == "history" else "on all of training"
-        for i, spec in enumerate(todo, 1):
-            with progress.stage(f"fit generator {spec.name} {where} ({i}/{len(todo)})"):
+        total = len(self.params.generators) if number is not None else len(todo)
+        for i, spec in enumerate(todo, number or 1):
+            with progress.stage(f"fit generator {spec.name} {where} ({i}/{total})"):
                 gen = build(spec.kind, spec.name, spec.params)
                 gen.fit(events, seed=derive_seed(seed, stage, spec.name), items=items)
+                release_memory()
             out[spec.name] = gen
         return out
 
