@@ -68,7 +68,7 @@ class BenchError(Exception):
 
 @dataclass
 class Stage:
-    status: str  # ok | failed | timeout | killed-memory | skipped
+    status: str  # ok | failed | timeout | killed-memory | skipped | not-run
     wall_s: float = 0.0
     cpu_s: float = 0.0
     peak_mb: float = 0.0
@@ -239,7 +239,7 @@ def exponent(points: list[tuple[float, float]]) -> float | None:
 
 def summarize(result: dict[str, Any]) -> None:
     """Totals per size, growth exponents per stage, the targets and ``met``."""
-    sizes = result["sizes"]
+    sizes = result["sizes"] = dict(sorted(result["sizes"].items(), key=lambda kv: int(kv[0])))
     for rec in sizes.values():
         st = rec["stages"]
         rec["total_s"] = round(sum(s["wall_s"] for s in st.values()), 2)
@@ -253,6 +253,11 @@ def summarize(result: dict[str, Any]) -> None:
         exps[name] = {"exponent": exponent(pts), "points": len(pts),
                       "peak_exponent": exponent([(float(n), sizes[str(int(n))]["stages"][name]["peak_mb"])
                                                  for n, _ in pts])}  # fmt: skip
+        # a timeout after an ok size still bounds the exponent from below
+        cut = [(float(n), r["stages"][name]["wall_s"]) for n, r in sizes.items()
+               if r["stages"].get(name, {}).get("status") == "timeout"]  # fmt: skip
+        if pts and cut and cut[-1][0] > pts[0][0]:
+            exps[name]["exponent_at_least"] = exponent([pts[0], cut[-1]])
     result["growth"] = exps
     checks: dict[str, Any] = {
         "every stage ok at every size": all(r["all_ok"] for r in sizes.values()),
@@ -282,6 +287,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="a stage's own timeout, e.g. train=3600 (repeatable)")  # fmt: skip
     ap.add_argument("--max-rss-mb", type=float, default=12 * 1024, help="kill a stage above this RSS")
     ap.add_argument("--keep", action="store_true", help="keep each size's project in benchmarks/work/scale/")
+    ap.add_argument("--add-to", type=Path, metavar="JSON",
+                    help="start from the sizes of an earlier results file of the same config (a long size run "
+                    "alone, e.g. 100M, joins the curve); its sizes measured again are replaced")  # fmt: skip
     ap.add_argument("--profile", action="store_true",
                     help="run each stage under cProfile (TAG.prof in the kept project; inflates Python-heavy steps)")  # fmt: skip
     args = ap.parse_args(argv)
@@ -310,6 +318,14 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_busy_at_start": None if busy is None else round(busy, 2),
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }  # fmt: skip
+    if args.add_to:
+        earlier = json.loads(args.add_to.read_text())
+        if earlier.get("config") != result["config"]:
+            log(f"benchmark failed: {args.add_to} measured {earlier.get('config')}, not {result['config']}")
+            return 2
+        result["sizes"] = {k: v for k, v in earlier["sizes"].items() if int(k) not in sizes}
+        result["added_to"] = {"file": str(args.add_to), "commit": earlier.get("commit"), "date": earlier.get("date"),
+                              "cpu_busy_at_start": earlier.get("cpu_busy_at_start")}  # fmt: skip
     prof = ["-m", "cProfile", "-o", "{tag}.prof"] if args.profile else []
     cmd = [sys.executable, *prof, "-m", "recctl", "--json"]
     try:
@@ -332,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                      "recommend": ["recommend", "--all"]}  # fmt: skip
             for name in STAGES:
                 if name not in wanted:
+                    rec["stages"][name] = asdict(Stage("not-run", stderr_tail="left out by --stages"))
                     continue
                 need = NEEDS.get(name)
                 if need and rec["stages"].get(need, {}).get("status") != "ok":
