@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATASETS ?= ../shared/datasets
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: install demo test test-real test-all fuzz report-shot bench bench-ingest bench-quality bench-train bench-latency lint format clean
+.PHONY: install demo test test-real test-all fuzz report-shot bench bench-ingest bench-quality bench-train bench-latency bench-scale bench-scale-full lint format clean
 
 install: $(STAMP)
 
@@ -58,7 +58,7 @@ test-real: $(STAMP)
 test-all: $(STAMP)
 	RECCTL_DATASETS="$(DATASETS)" $(BIN)/pytest
 
-# the speed and memory benchmarks, one after the other (run them on an idle machine); quality is separate
+# the speed and memory benchmarks, one after the other (run them on an idle machine); quality and scale are separate
 bench: bench-ingest bench-train bench-latency
 
 bench-ingest: $(STAMP)
@@ -75,6 +75,15 @@ bench-train: $(STAMP)
 # serving latency on Complete Journey (cold CLI, lookups, rerank, sessions, batch): results/latency.json
 bench-latency: $(STAMP)
 	RECCTL_DATASETS="$(DATASETS)" $(BIN)/python benchmarks/latency.py
+
+# growth curves (issue 15): ingest, features, train, evaluate and recommend --all on synthetic shops of 1M and
+# 10M events (`recctl sample --scale`), wall / CPU / peak RSS per stage and size and the growth exponent per
+# stage: results/scale.json. bench-scale-full adds 100M events (slow: hours, ~10 GB of disk; not in make test)
+bench-scale: $(STAMP)
+	$(BIN)/python benchmarks/scale.py
+
+bench-scale-full: $(STAMP)
+	$(BIN)/python benchmarks/scale.py --sizes 1M,10M,100M
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -221,14 +221,45 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[
             int | None, typer.Option("--seed", help="seed (default: the config's root seed)")
         ] = None,
-        users: Annotated[int, typer.Option("--users", min=10)] = 2000,
-        items: Annotated[int, typer.Option("--items", min=50)] = 1500,
-        days: Annotated[int, typer.Option("--days", min=14)] = 90,
+        users: Annotated[
+            int | None, typer.Option("--users", min=10, help="visitors (default 2000; --scale: events / 10)")
+        ] = None,
+        items: Annotated[
+            int | None,
+            typer.Option(
+                "--items", min=50, help="items (default 1500; --scale: 100k at 1M events, 1M at 100M)"
+            ),
+        ] = None,
+        days: Annotated[
+            int | None, typer.Option("--days", min=14, help="window in days (default 90; --scale: 91)")
+        ] = None,
+        scale: Annotated[
+            str | None,
+            typer.Option(
+                "--scale",
+                help="instead: a shop of this many events (1M, 250k, 100M) streamed to events.parquet, "
+                "items.parquet and users.parquet (mappings scale-shop-events|items|users)",
+            ),
+        ] = None,
+        chunk: Annotated[
+            int, typer.Option("--chunk", min=1, help="--scale: events per Parquet row group (bounds memory)")
+        ] = 1_000_000,
     ) -> None:
-        """Generate the synthetic fashion shop (events, items, users, planted ground truth) into OUT_DIR."""
-        from recctl.sample import generate
+        """Generate the synthetic fashion shop (events, items, users, planted ground truth) into OUT_DIR.
 
+        With --scale, a shop of any size in bounded memory (Zipf popularity, heavy-tailed users, sessions
+        with a view → cart → purchase funnel, brands and price tiers) as Parquet, for the scale benchmark.
+        """
         state: State = ctx.obj
-        summary = generate(out_dir, seed=state.config.seed if seed is None else seed, n_users=users,
-                           n_items=items, days=days)  # fmt: skip
+        root_seed = state.config.seed if seed is None else seed
+        if scale is not None:
+            from recctl.sample.scale import generate_scale, parse_count
+
+            summary = generate_scale(out_dir, parse_count(scale), seed=root_seed, items=items, users=users,
+                                     days=days or 91, chunk=chunk)  # fmt: skip
+        else:
+            from recctl.sample import generate
+
+            summary = generate(out_dir, seed=root_seed, n_users=users or 2000, n_items=items or 1500,
+                               days=days or 90)  # fmt: skip
         state.out.emit(summary, lambda c: c.print_json(to_json(summary)))
