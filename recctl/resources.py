@@ -25,6 +25,8 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import duckdb
+
     from recctl.config import RecctlConfig
 
 #: DuckDB's share of ``[resources] memory``: ingest is DuckDB alone and spills beyond it; train and
@@ -80,6 +82,17 @@ def duckdb_memory(memory: str | None) -> str | None:
     if not memory:
         return None
     return f"{max(1, parse_size(memory) * DUCKDB_SHARE // 2**20):.0f}MiB"
+
+
+def configure_private(con: duckdb.DuckDBPyConnection) -> None:
+    """The applied ``[resources]`` on a private in-memory DuckDB connection (features' SQL session, the
+    ``files`` protocol's scratch warehouse): the same threads and DuckDB share of the budget as the
+    warehouse's connections, which ``apply_settings`` gives from the config."""
+    if _state["threads"]:
+        con.execute(f"SET threads = {int(_state['threads'])}")
+    if _state["memory"]:
+        mib = max(1, int(_state["memory"] * DUCKDB_SHARE) // 2**20)
+        con.execute(f"SET memory_limit = '{mib}MiB'")
 
 
 def apply_process(cfg: RecctlConfig) -> list[str]:

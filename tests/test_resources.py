@@ -81,3 +81,23 @@ def test_status_shows_the_resources_and_refuses_the_old_keys(tmp_path: Path) -> 
     assert cfg.resolved()["resources"] == {"memory": "8GB", "threads": None, "temp_dir": None}
     with pytest.raises(Exception, match="moved to 'resources.memory'"):
         load_config(environ={"RECCTL_WAREHOUSE__MEMORY_LIMIT": "8GB"})
+
+
+def test_private_connections_follow_the_applied_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Features' in-memory SQL session gets the same DuckDB share and threads as the warehouse."""
+    from datetime import datetime
+
+    from recctl.features.base import session
+
+    monkeypatch.setattr(resources, "_state", {"threads": None, "memory": None})
+    cfg = load_config(environ={}, overrides={"resources": {"memory": "2GiB", "threads": 1}})
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # apply_process sets the thread variables
+    resources.apply_process(cfg)
+    with session(datetime(2024, 1, 1), {}) as con:
+        got = dict(
+            con.sql(
+                "SELECT name, value FROM duckdb_settings() WHERE name IN ('memory_limit', 'threads')"
+            ).fetchall()
+        )
+    assert got["threads"] == "1"
+    assert got["memory_limit"] in ("1.0 GiB", "1024.0 MiB"), got

@@ -10,7 +10,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from recctl import progress, runs
+from recctl import progress, resources, runs
 from recctl.config import CandidateSpec, RecctlConfig
 from recctl.data import load_interactions, load_items
 from recctl.errors import ConfigError, NotTrainedError
@@ -29,6 +29,7 @@ def _scratch_events(cfg: RecctlConfig, paths: list[Path], mapping: str | None) -
 
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    resources.configure_private(con)
     migrate(con)
     wh = Warehouse(con, Path(":memory:"), read_only=False)
     report = ingest(wh, cfg, "events", paths, mapping=resolve_mapping(cfg, "events", mapping))

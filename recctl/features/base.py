@@ -16,6 +16,8 @@ from typing import Literal
 import duckdb
 import polars as pl
 
+from recctl import resources
+
 Kind = Literal["count", "real", "flag"]
 #: DuckDB type each kind of feature is cast to (polars Int32 / Float32 / Int8): half the memory of
 #: 64-bit columns for a million ranked pairs, and what LightGBM reads anyway.
@@ -117,6 +119,7 @@ def session(as_of: datetime, frames: dict[str, pl.DataFrame]) -> Iterator[duckdb
     ``days_before(t)`` = days from ``t`` to ``as_of`` (fractional)."""
     con = duckdb.connect()
     try:
+        resources.configure_private(con)
         con.execute("SET enable_progress_bar = false")
         con.execute(
             f"CREATE MACRO days_before(t) AS (epoch_us({ts_literal(as_of)}) - epoch_us(t)) / 86400000000.0"
