@@ -25,8 +25,9 @@ EXAMPLE_USERS = 3  # customers shown with their history and lists in the report
 EXAMPLE_RECS = 10
 EXAMPLE_HISTORY = 6
 # test users ranked at once: a block's lists at the stage-1 depth (300) and whatever a generator scores
-# before its cut (a popular list of n + the most seen items per user, sparse co-occurrence rows) stay small
-BLOCK_USERS = 2000
+# before its cut (a popular list of n + the most seen items per user, sparse co-occurrence rows) stay small;
+# the pipeline's own default chunk (chunk_users), so its chunks are those of one call
+BLOCK_USERS = 4000
 PROTOCOLS = get_args(Protocol)
 
 
