@@ -153,6 +153,7 @@ def score_model(
                   f"metrics {metrics_s:.1f} s ({opts.n_boot} bootstrap resamples)")  # fmt: skip
     if not opts.filter_seen:
         metrics |= M.repeat_explore(recs, split.test, split.seen(), opts.ks)
+    sampling = getattr(gen, "sampling", None)
     return {
         "metrics": metrics,
         "ci95": {k: list(v) for k, v in ci.items() if int(k.split("@")[1]) in opts.ks},
@@ -166,6 +167,8 @@ def score_model(
         "fit_s": round(fit_s, 3),
         "recommend_s": round(recommend_s, 3),
         **({"training": _training(gen)} if spec.kind == PIPELINE else {}),
+        # what a sampling generator trained on (SASRec: users, sequences, users per epoch)
+        **({"sampling": sampling} if sampling else {}),
         "_hits": hits,
         "_per_user": per_user.select("user_id", *[f"ndcg@{k}" for k in opts.ks]),
         **({"by_category": M.by_category(recs, categories, opts.ks[0])} if categories is not None else {}),
