@@ -287,6 +287,8 @@ def test_killed_train_leaves_the_promoted_run(cli: CliRunner, shop: Path, tmp_pa
     ("kind", "params"),
     [
         ("popular", {}),
+        ("random", {}),
+        ("personal", {}),
         ("cooccur", {}),
         ("itemknn", {}),
         ("ease", {"l2": 10.0}),
