@@ -299,10 +299,12 @@ def test_killed_train_leaves_the_promoted_run(cli: CliRunner, shop: Path, tmp_pa
 def test_ranking_in_user_blocks_gives_the_lists_of_one_call(
     kind: str, params: dict[str, object], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The evaluation ranks test users a block at a time: the lists and hits equal those of one call over
-    every user (seen items filtered), whatever the block size."""
+    """The evaluation ranks test users a block at a time, and so do generators inside ``for_users``
+    (``base.in_user_blocks``): the lists and hits equal those of one call over every user (seen items
+    filtered), whatever the block size."""
     import numpy as np
 
+    from recctl.candidates import base
     from recctl.evaluate import runner
 
     rng = np.random.default_rng(7)
@@ -316,8 +318,12 @@ def test_ranking_in_user_blocks_gives_the_lists_of_one_call(
     gen = build(kind, kind, params)
     gen.fit(split.train, seed=3)
     users, seen = split.test["user_id"].unique(), split.seen()
+    # SASRec's float scores depend on its score batches: blocks are multiples of them (as in the code)
+    monkeypatch.setattr("recctl.candidates.sasrec._SCORE_BATCH", 2)
     whole = gen.for_users(users, 15, exclude=seen)
-    for block in (7, 45, 1000):
+    monkeypatch.setattr(base, "BLOCK_USERS", 6)
+    assert gen.for_users(users, 15, exclude=seen).equals(whole)
+    for block in (8, 46, 1000):
         monkeypatch.setattr(runner, "BLOCK_USERS", block)
         recs, hits = runner.rank_blocks(gen, users, opts, split.test, seen)
         assert recs.equals(whole.filter(pl.col("rank") <= 10))

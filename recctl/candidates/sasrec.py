@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field, model_validator
 
-from recctl.candidates.base import Params, rank_top, register
+from recctl.candidates.base import Params, in_user_blocks, rank_top, register
 
 _SCORE_BATCH = 1024
 
@@ -207,7 +207,7 @@ class SASRec:
                 idxs.append(top.indices.numpy() + 1)
         key = next(c for c in keys.columns if c != "row")
         out = pl.DataFrame({
-            key: np.repeat(keys[key].to_numpy(), k),
+            key: keys[key].gather(np.repeat(np.arange(keys.height), k)),
             "idx": np.concatenate(idxs).ravel().astype(np.int64),
             "score": np.concatenate(vals).ravel(),
         })  # fmt: skip
@@ -218,6 +218,7 @@ class SASRec:
     def _empty(key: str, item: str = "item_id") -> pl.DataFrame:
         return pl.DataFrame(schema={key: pl.String, item: pl.String, "score": pl.Float64, "rank": pl.Int32})
 
+    @in_user_blocks
     def for_users(self, users: pl.Series, n: int, *, exclude: pl.DataFrame | None = None) -> pl.DataFrame:
         req = pl.DataFrame({"user_id": users.unique().cast(pl.String)})
         req = req.join(self.users, on="user_id").sort("user_id")

@@ -9,7 +9,7 @@ from typing import Any, Self
 import numpy as np
 import polars as pl
 
-from recctl.candidates.base import Params, max_excluded, rank_top, register
+from recctl.candidates.base import Params, in_user_blocks, max_excluded, rank_top, register
 
 
 class RandomParams(Params):
@@ -46,6 +46,7 @@ class Random:
         self.items = train["item_id"].unique().sort()
         self.seed = seed
 
+    @in_user_blocks
     def for_users(self, users: pl.Series, n: int, *, exclude: pl.DataFrame | None = None) -> pl.DataFrame:
         """Each user's random items: a sequence drawn from a key of (seed, user id) alone, so a user gets
         the same list in any request (the evaluation and ``recommend --all`` ask in blocks of users)."""

@@ -24,10 +24,13 @@ ACCURACY = ("recall", "precision", "ndcg", "mrr", "map", "hit")
 EXAMPLE_USERS = 3  # customers shown with their history and lists in the report
 EXAMPLE_RECS = 10
 EXAMPLE_HISTORY = 6
-# test users ranked at once: a block's lists at the stage-1 depth (300) and whatever a generator scores
-# before its cut (a popular list of n + the most seen items per user, sparse co-occurrence rows) stay small;
-# the pipeline's own default chunk (chunk_users), so its chunks are those of one call
-BLOCK_USERS = 4000
+# test users ranked at once: a block's lists at the stage-1 depth (300) stay small; the generators' own
+# block (candidates.base.BLOCK_USERS, a multiple of SASRec's score batch of 1024), so that every batch
+# inside is one of a single call over every user
+BLOCK_USERS = 4096
+# a pipeline ranks at most this many test users at once (its chunk_users when smaller): every chunk holds
+# each generator's candidates to the stage-1 depth and their features (8.5 GB at 4000 users on Beauty)
+PIPELINE_BLOCK_USERS = 1024
 PROTOCOLS = get_args(Protocol)
 
 
@@ -182,18 +185,21 @@ def rank_blocks(
     gen: CandidateGenerator, users: pl.Series, opts: Options, test: pl.DataFrame, exclude: pl.DataFrame | None
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Each test user's list to the deepest K of the curve, and the (user, item, rank) target hits down to
-    the deepest stage-1 depth, ranked ``BLOCK_USERS`` users at a time (users sorted).
+    the deepest stage-1 depth, ranked ``BLOCK_USERS`` users at a time (a pipeline: at most
+    ``PIPELINE_BLOCK_USERS``; users sorted).
 
     A generator's list for a user does not depend on the other users asked for with it, so the result is
     the one of a single call; but only one block's full-depth lists (up to the deepest candidate depth,
     and whatever a generator scores before its cut) are in memory at once, not every user's.
     """
     depth, keep = max([*opts.curve_ks, *opts.candidate_ns]), max(opts.curve_ks)
-    todo = users.unique().sort()
+    todo = users.unique().cast(pl.String).sort()
+    chunk = getattr(getattr(gen, "params", None), "chunk_users", None)
+    size = BLOCK_USERS if chunk is None else min(int(chunk), PIPELINE_BLOCK_USERS)
     recs, hits = [], []
     with progress.stage("rank test users", total=todo.len(), unit="users"):
-        for lo in range(0, todo.len(), BLOCK_USERS):
-            block = todo.slice(lo, BLOCK_USERS)
+        for lo in range(0, todo.len(), size):
+            block = todo.slice(lo, size)
             frame = block.to_frame("user_id")
             ex = None if exclude is None else exclude.join(frame, on="user_id", how="semi")
             got = gen.for_users(block, depth, exclude=ex)
