@@ -332,6 +332,7 @@ def child_main(spec_path: Path) -> int:
                             "candidate_recall",
                             "lift",
                             "training",
+                            "sampling",
                         )
                         if k in r
                     }
@@ -537,6 +538,8 @@ def records(ds: Dataset, run: DatasetRun, common: dict[str, Any]) -> list[dict[s
                     rec["lift"] = m0["lift"]
                 if m0.get("training"):  # what the pipeline's ranker learned from
                     rec["training"] = m0["training"]
+                if m0.get("sampling"):  # what a sampling generator trained on (SASRec's users per epoch)
+                    rec["sampling"] = m0["sampling"]
                 if per[0].get("stage1_union"):
                     rec["stage1_union"] = per[0]["stage1_union"]
             else:

@@ -111,3 +111,57 @@ def test_top_items_limits_the_vocabulary() -> None:
     assert not recs["item_id"].str.starts_with("rare").any()
     # these users' histories end in a (rare-x is unknown to the model and skipped): b comes next (for 18+ of 20)
     assert (recs.filter(pl.col("rank") == 1)["item_id"] == "b").sum() >= 18
+
+
+def _planted(n_users: int, seed: int) -> pl.DataFrame:
+    """``n_users`` users browse 8 of 30 random items with a → b planted; users u000…u019 end in a."""
+    rng = np.random.default_rng(seed)
+    length = 8
+    seqs = np.char.add("i", rng.integers(0, 30, size=(n_users, length)).astype(str))
+    at = rng.integers(0, length - 1, size=n_users)
+    seqs[np.arange(n_users), at], seqs[np.arange(n_users), at + 1] = "a", "b"
+    seqs[:20, -1] = "a"
+    return _frame(np.repeat([f"u{u:03d}" for u in range(n_users)], length), seqs.ravel())
+
+
+def test_users_per_epoch_at_or_above_the_users_changes_nothing() -> None:
+    """A cap the data does not reach draws nothing: the same lists as no cap, and the fit says so."""
+    train = _planted(120, seed=4)
+    params = {**TINY, "max_len": 4, "epochs": 4, "batch_size": 16}  # 8 items over 4: older windows too
+    users = pl.Series([f"u{u:03d}" for u in range(40)])
+    lists = []
+    for cap in (0, 120, 5000):
+        gen = build("sasrec", "s", {**params, "users_per_epoch": cap})
+        gen.fit(train, seed=1)
+        assert gen.sampling["users"] == 120 and gen.sampling["users_per_epoch"] == 120
+        assert not gen.sampling["sampled"] and gen.sampling["sequences"] > 120
+        lists.append(gen.for_users(users, 5))
+    assert lists[0].equals(lists[1]) and lists[0].equals(lists[2])
+
+
+def test_users_per_epoch_draws_whole_users() -> None:
+    """Each epoch trains on every row (newest and older windows) of exactly the drawn users."""
+    from recctl.candidates._seq import TrainSpec, _sample
+
+    rows = np.arange(12, dtype=np.int64)[:, None] * np.ones((1, 3), dtype=np.int64)
+    owner = np.array([0, 1, 2, 3, 4, 5, 0, 0, 2, 5, 5, 5], dtype=np.int64)
+    tr = TrainSpec(1, 0.1, 4, 1, 1, 0, 0.0, 1, users_per_epoch=2)
+    picked = _sample(rows, owner, 6, tr, np.random.default_rng(0))
+    chosen = set(owner[picked[:, 0]].tolist())
+    assert len(chosen) == 2
+    assert sorted(picked[:, 0].tolist()) == [r for r in range(12) if owner[r] in chosen]
+    again = _sample(rows, owner, 6, tr, np.random.default_rng(0))
+    assert np.array_equal(picked, again)  # seeded
+    assert _sample(rows, owner, 2, tr, np.random.default_rng(0)) is rows  # not fewer than the users: all
+
+
+def test_users_per_epoch_below_the_users_samples_and_still_learns() -> None:
+    """300 users, 100 per epoch: the fit reports the sample, and the planted a → b is still learned."""
+    train = _planted(300, seed=0)
+    gen = build("sasrec", "s", {**TINY, "max_len": 10, "hidden": 32, "epochs": 40, "batch_size": 32,
+                                "users_per_epoch": 100})  # fmt: skip
+    gen.fit(train, seed=1)
+    assert gen.sampling == {"users": 300, "sequences": 300, "users_per_epoch": 100, "sampled": True,
+                            "max_len": 10, "windows": 0}  # fmt: skip
+    top = gen.for_users(pl.Series([f"u{u:03d}" for u in range(20)]), 3).filter(pl.col("rank") == 1)
+    assert top.height == 20 and (top["item_id"] == "b").sum() >= 18

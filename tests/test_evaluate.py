@@ -281,3 +281,53 @@ def test_killed_train_leaves_the_promoted_run(cli: CliRunner, shop: Path, tmp_pa
     assert [r["run_id"] for r in cli("--json", "--config", good, "runs", "list").json] == [first]
     again = cli("--json", "--config", good, "train")
     assert again.code == 0 and (runs / "PROMOTED").read_text().strip() == again.json["run_id"]
+
+
+@pytest.mark.parametrize(
+    ("kind", "params"),
+    [
+        ("popular", {}),
+        ("random", {}),
+        ("personal", {}),
+        ("cooccur", {}),
+        ("itemknn", {}),
+        ("ease", {"l2": 10.0}),
+        ("ials", {"factors": 8, "iterations": 3}),
+        ("sasrec", {"epochs": 2, "hidden": 16, "max_len": 6, "layers": 1, "batch_size": 16, "threads": 1}),
+    ],
+)
+def test_ranking_in_user_blocks_gives_the_lists_of_one_call(
+    kind: str, params: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The evaluation ranks test users a block at a time, and so do generators inside ``for_users``
+    (``base.in_user_blocks``): the lists and hits equal those of one call over every user (seen items
+    filtered), whatever the block size."""
+    import numpy as np
+
+    from recctl.candidates import base
+    from recctl.evaluate import runner
+
+    rng = np.random.default_rng(7)
+    rows = [
+        (f"u{u:02d}", f"p{int(i)}", "view", T0 + timedelta(hours=j))
+        for u in range(45)
+        for j, i in enumerate(rng.integers(0, 25, size=int(rng.integers(3, 12))))
+    ]
+    split = leave_one_out(events(rows))
+    opts = runner.Options("leave-one-out", "all", [5], [1, 5, 10], True, 10, 0, candidate_ns=(15,))
+    gen = build(kind, kind, params)
+    gen.fit(split.train, seed=3)
+    users, seen = split.test["user_id"].unique(), split.seen()
+    # SASRec's float scores depend on its score batches: blocks are multiples of them (as in the code)
+    monkeypatch.setattr("recctl.candidates.sasrec._SCORE_BATCH", 2)
+    whole = gen.for_users(users, 15, exclude=seen)
+    monkeypatch.setattr(base, "BLOCK_USERS", 6)
+    assert gen.for_users(users, 15, exclude=seen).equals(whole)
+    for block in (8, 46, 1000):
+        monkeypatch.setattr(runner, "BLOCK_USERS", block)
+        recs, hits = runner.rank_blocks(gen, users, opts, split.test, seen)
+        assert recs.equals(whole.filter(pl.col("rank") <= 10))
+        assert hits.equals(
+            whole.join(split.test, on=["user_id", "item_id"], how="semi").select("user_id", "item_id", "rank")
+        )
+    assert whole.join(seen, on=["user_id", "item_id"], how="semi").height == 0

@@ -55,6 +55,7 @@ class TrainSpec:
     threads: int
     bf16: bool = True
     val_users: int = 0
+    users_per_epoch: int = 0  # users drawn for each epoch (0 or at least every user: no draw)
     log: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -252,9 +253,26 @@ def _epoch(
     return total / max(count, 1)
 
 
-def train(full: IntMatrix, older: IntMatrix, spec: NetSpec, tr: TrainSpec, seed: int) -> Any:
+def _sample(
+    rows: IntMatrix, owner: npt.NDArray[np.int64], n_users: int, tr: TrainSpec, rng: np.random.Generator
+) -> IntMatrix:
+    """The rows of ``tr.users_per_epoch`` users drawn without replacement (all rows when that is not
+    fewer than ``n_users``: then nothing is drawn and ``rng`` is untouched)."""
+    if not 0 < tr.users_per_epoch < n_users:
+        return rows
+    chosen = np.zeros(n_users, dtype=bool)
+    chosen[rng.choice(n_users, size=tr.users_per_epoch, replace=False)] = True
+    picked: IntMatrix = rows[chosen[owner]]
+    return picked
+
+
+def train(
+    full: IntMatrix, older: IntMatrix, owner: npt.NDArray[np.int64], spec: NetSpec, tr: TrainSpec, seed: int
+) -> Any:
     """Fit on ``full`` (U, max_len + 2): each row a user's last items, left-padded, and ``older``
-    (rows, max_len + 1): windows of the users' earlier items, trained on in every epoch.
+    (rows, max_len + 1): windows of the users' earlier items (``owner``: each window's row of ``full``),
+    trained on in every epoch; with ``tr.users_per_epoch`` below U, each epoch (final ones too) trains on
+    the rows of that many users drawn afresh.
 
     Early stopping: the last item of ``val_users`` sampled rows (of those with an item before it; 0 = all)
     is the validation target; those rows train without it, the others whole, and the model is scored by
@@ -262,10 +280,12 @@ def train(full: IntMatrix, older: IntMatrix, spec: NetSpec, tr: TrainSpec, seed:
     ``final_epochs`` more epochs on every whole row.
     """
     with threads(tr.threads):
-        return _train(full, older, spec, tr, seed)
+        return _train(full, older, owner, spec, tr, seed)
 
 
-def _train(full: IntMatrix, older: IntMatrix, spec: NetSpec, tr: TrainSpec, seed: int) -> Any:
+def _train(
+    full: IntMatrix, older: IntMatrix, owner: npt.NDArray[np.int64], spec: NetSpec, tr: TrainSpec, seed: int
+) -> Any:
     import torch
 
     rng = np.random.default_rng(seed)
@@ -277,10 +297,12 @@ def _train(full: IntMatrix, older: IntMatrix, spec: NetSpec, tr: TrainSpec, seed
         has_val[rng.permutation(np.flatnonzero(has_val))[tr.val_users :]] = False
     val_seq, val_tgt = full[has_val, 1:-1], full[has_val, -1]
     fit_rows = np.vstack([full[has_val, :-1], full[~has_val, 1:], older])
+    users = np.arange(len(full))
+    fit_owner = np.concatenate([users[has_val], users[~has_val], owner])
     best, best_state, best_epoch, waited = -1.0, copy.deepcopy(net.state_dict()), 0, 0
     t0 = time.perf_counter()
     for epoch in range(1, tr.epochs + 1):
-        loss = _epoch(net, opt, fit_rows, spec, tr, rng, gen)
+        loss = _epoch(net, opt, _sample(fit_rows, fit_owner, len(full), tr, rng), spec, tr, rng, gen)
         entry: dict[str, Any] = {"epoch": epoch, "loss": round(loss, 5)}
         if has_val.any() and (epoch % tr.eval_every == 0 or epoch == tr.epochs):
             score = _ndcg10(net, val_seq, val_tgt, spec)
@@ -298,8 +320,12 @@ def _train(full: IntMatrix, older: IntMatrix, spec: NetSpec, tr: TrainSpec, seed
         net.load_state_dict(best_state)
     else:
         best_epoch = len(tr.log)
+    del fit_rows, fit_owner
+    if tr.final_epochs:
+        final_rows, final_owner = np.vstack([full[:, 1:], older]), np.concatenate([users, owner])
     for epoch in range(tr.final_epochs):
-        loss = _epoch(net, opt, np.vstack([full[:, 1:], older]), spec, tr, rng, gen)
+        rows = _sample(final_rows, final_owner, len(full), tr, rng)
+        loss = _epoch(net, opt, rows, spec, tr, rng, gen)
         tr.log.append({"final_epoch": epoch + 1, "loss": round(loss, 5), "best_epoch": best_epoch,
                        "s": round(time.perf_counter() - t0, 1)})  # fmt: skip
     net.eval()

@@ -9,6 +9,7 @@ proposes, for each requested user, up to ``n`` items with a score and a 1-based 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, Self, runtime_checkable
@@ -164,6 +165,35 @@ def rank_top(scored: pl.DataFrame, n: int, exclude: pl.DataFrame | None) -> pl.D
         .select(list(RECS_SCHEMA))
         .cast(RECS_SCHEMA)  # type: ignore[arg-type]
     )
+
+
+#: users a generator decorated with ``in_user_blocks`` ranks at once (bounds its long-format frames); a
+#: multiple of SASRec's score batch (1024), so its batches, and so its float scores, are those of one call
+BLOCK_USERS = 4096
+ForUsers = Callable[..., pl.DataFrame]
+
+
+def in_user_blocks(method: ForUsers) -> ForUsers:
+    """``for_users`` over at most ``BLOCK_USERS`` users at a time (users sorted, ``exclude`` cut to each
+    block), concatenated: for a generator whose list for a user does not depend on the other users asked
+    for, the answer of one call, without every user's scored rows (a cross join with the popular list, a
+    sparse product's every nonzero, a catalog-wide score row) in memory at once."""
+
+    @functools.wraps(method)
+    def blocked(self: Any, users: pl.Series, n: int, *, exclude: pl.DataFrame | None = None) -> pl.DataFrame:
+        todo = users.unique().cast(pl.String).sort()
+        if todo.len() <= BLOCK_USERS:
+            return method(self, users, n, exclude=exclude)
+        parts = []
+        for lo in range(0, todo.len(), BLOCK_USERS):
+            block = todo.slice(lo, BLOCK_USERS)
+            ex = (
+                None if exclude is None else exclude.join(block.to_frame("user_id"), on="user_id", how="semi")
+            )
+            parts.append(method(self, block, n, exclude=ex))
+        return pl.concat(parts)
+
+    return blocked
 
 
 def max_excluded(exclude: pl.DataFrame | None) -> int:

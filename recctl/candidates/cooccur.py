@@ -40,7 +40,7 @@ import polars as pl
 from pydantic import Field
 
 from recctl.candidates import base
-from recctl.candidates.base import RECS_SCHEMA, Params, max_excluded, rank_top, register
+from recctl.candidates.base import RECS_SCHEMA, Params, in_user_blocks, max_excluded, rank_top, register
 
 if TYPE_CHECKING:
     from scipy.sparse import csr_matrix
@@ -192,6 +192,7 @@ class ItemModel:
         self.history = user_histories(ev, history, decay)
         return ev
 
+    @in_user_blocks
     def for_users(self, users: pl.Series, n: int, *, exclude: pl.DataFrame | None = None) -> pl.DataFrame:
         """History rows times the similarity (+ prior × popularity), excluded items removed, best ``n``."""
         from scipy.sparse import csr_matrix, diags

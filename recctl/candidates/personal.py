@@ -21,7 +21,15 @@ from typing import Any, Self
 import polars as pl
 from pydantic import Field
 
-from recctl.candidates.base import Params, max_excluded, rank_top, read_frames, register, save_frames
+from recctl.candidates.base import (
+    Params,
+    in_user_blocks,
+    max_excluded,
+    rank_top,
+    read_frames,
+    register,
+    save_frames,
+)
 
 
 class PersonalParams(Params):
@@ -59,6 +67,7 @@ class Personal:
             .sort(["users", "item_id"], descending=[True, False])
         )
 
+    @in_user_blocks
     def for_users(self, users: pl.Series, n: int, *, exclude: pl.DataFrame | None = None) -> pl.DataFrame:
         u = pl.DataFrame({"user_id": users.unique().cast(pl.String)})
         own = (

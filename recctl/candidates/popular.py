@@ -19,7 +19,15 @@ from typing import Any, Literal, Self
 import polars as pl
 from pydantic import Field
 
-from recctl.candidates.base import Params, max_excluded, rank_top, read_frames, register, save_frames
+from recctl.candidates.base import (
+    Params,
+    in_user_blocks,
+    max_excluded,
+    rank_top,
+    read_frames,
+    register,
+    save_frames,
+)
 
 
 class PopularParams(Params):
@@ -82,6 +90,7 @@ class Popular:
                 share=pl.col("len") / pl.col("len").sum().over("user_id")
             ).select("user_id", "category", "share")
 
+    @in_user_blocks
     def for_users(self, users: pl.Series, n: int, *, exclude: pl.DataFrame | None = None) -> pl.DataFrame:
         want = n + max_excluded(exclude)
         u = pl.DataFrame({"user_id": users.unique()})

@@ -24,6 +24,13 @@ ACCURACY = ("recall", "precision", "ndcg", "mrr", "map", "hit")
 EXAMPLE_USERS = 3  # customers shown with their history and lists in the report
 EXAMPLE_RECS = 10
 EXAMPLE_HISTORY = 6
+# test users ranked at once: a block's lists at the stage-1 depth (300) stay small; the generators' own
+# block (candidates.base.BLOCK_USERS, a multiple of SASRec's score batch of 1024), so that every batch
+# inside is one of a single call over every user
+BLOCK_USERS = 4096
+# a pipeline ranks at most this many test users at once (its chunk_users when smaller): every chunk holds
+# each generator's candidates to the stage-1 depth and their features (8.5 GB at 4000 users on Beauty)
+PIPELINE_BLOCK_USERS = 1024
 PROTOCOLS = get_args(Protocol)
 
 
@@ -134,10 +141,8 @@ def score_model(
     fit_s = time.perf_counter() - t0
     users = split.test["user_id"].unique()
     exclude = split.seen() if opts.filter_seen else None
-    recs = gen.for_users(users, max([*opts.curve_ks, *opts.candidate_ns]), exclude=exclude)
+    recs, hits = rank_blocks(gen, users, opts, split.test, exclude)
     recommend_s = time.perf_counter() - t0 - fit_s
-    hits = recs.join(split.test, on=["user_id", "item_id"], how="semi").select("user_id", "item_id", "rank")
-    recs = recs.filter(pl.col("rank") <= max(opts.curve_ks))
     per_user = M.per_user_metrics(recs, split.test, opts.curve_ks)
     means, ci = M.summarize(per_user, n_boot=opts.n_boot, seed=derive_seed(opts.seed, "bootstrap"))
     beyond = M.beyond_accuracy(
@@ -151,6 +156,7 @@ def score_model(
                   f"metrics {metrics_s:.1f} s ({opts.n_boot} bootstrap resamples)")  # fmt: skip
     if not opts.filter_seen:
         metrics |= M.repeat_explore(recs, split.test, split.seen(), opts.ks)
+    sampling = getattr(gen, "sampling", None)
     return {
         "metrics": metrics,
         "ci95": {k: list(v) for k, v in ci.items() if int(k.split("@")[1]) in opts.ks},
@@ -164,6 +170,8 @@ def score_model(
         "fit_s": round(fit_s, 3),
         "recommend_s": round(recommend_s, 3),
         **({"training": _training(gen)} if spec.kind == PIPELINE else {}),
+        # what a sampling generator trained on (SASRec: users, sequences, users per epoch)
+        **({"sampling": sampling} if sampling else {}),
         "_hits": hits,
         "_per_user": per_user.select("user_id", *[f"ndcg@{k}" for k in opts.ks]),
         **({"by_category": M.by_category(recs, categories, opts.ks[0])} if categories is not None else {}),
@@ -171,6 +179,40 @@ def score_model(
             pl.col("user_id").is_in(example_users or []), pl.col("rank") <= EXAMPLE_RECS
         ),
     }
+
+
+def rank_blocks(
+    gen: CandidateGenerator, users: pl.Series, opts: Options, test: pl.DataFrame, exclude: pl.DataFrame | None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Each test user's list to the deepest K of the curve, and the (user, item, rank) target hits down to
+    the deepest stage-1 depth, ranked ``BLOCK_USERS`` users at a time (a pipeline: at most
+    ``PIPELINE_BLOCK_USERS``; users sorted).
+
+    A generator's list for a user does not depend on the other users asked for with it, so the result is
+    the one of a single call; but only one block's full-depth lists (up to the deepest candidate depth,
+    and whatever a generator scores before its cut) are in memory at once, not every user's.
+    """
+    depth, keep = max([*opts.curve_ks, *opts.candidate_ns]), max(opts.curve_ks)
+    todo = users.unique().cast(pl.String).sort()
+    chunk = getattr(getattr(gen, "params", None), "chunk_users", None)
+    size = BLOCK_USERS if chunk is None else min(int(chunk), PIPELINE_BLOCK_USERS)
+    recs, hits = [], []
+    with progress.stage("rank test users", total=todo.len(), unit="users"):
+        for lo in range(0, todo.len(), size):
+            block = todo.slice(lo, size)
+            frame = block.to_frame("user_id")
+            ex = None if exclude is None else exclude.join(frame, on="user_id", how="semi")
+            got = gen.for_users(block, depth, exclude=ex)
+            hits.append(
+                got.join(test, on=["user_id", "item_id"], how="semi").select("user_id", "item_id", "rank")
+            )
+            recs.append(got.filter(pl.col("rank") <= keep))
+            del got, ex
+            progress.advance(block.len())
+    if not recs:
+        got = gen.for_users(todo, depth, exclude=exclude)
+        return got, got.select("user_id", "item_id", "rank")
+    return pl.concat(recs), pl.concat(hits)
 
 
 def _training(pipe: Any) -> dict[str, Any]:
