@@ -13,6 +13,7 @@ import pytest
 
 from recctl import resources
 from recctl.config import load_config
+from recctl.errors import ConfigError
 from recctl.warehouse import open_reader, open_writer
 
 
@@ -79,7 +80,7 @@ def test_the_process_follows_threads_unless_the_operator_set_a_variable(tmp_path
 def test_status_shows_the_resources_and_refuses_the_old_keys(tmp_path: Path) -> None:
     cfg = load_config(environ={"RECCTL_RESOURCES__MEMORY": "8GB"})
     assert cfg.resolved()["resources"] == {"memory": "8GB", "threads": None, "temp_dir": None}
-    with pytest.raises(Exception, match="moved to 'resources.memory'"):
+    with pytest.raises(ConfigError, match=r"moved to 'resources\.memory'"):
         load_config(environ={"RECCTL_WAREHOUSE__MEMORY_LIMIT": "8GB"})
 
 
