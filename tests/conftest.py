@@ -116,3 +116,7 @@ def tmpfs(tmp_path: Path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(OSError):
             subprocess.run(["umount", "-l", str(mnt)], check=False, capture_output=True)
+
+
+#: The command line of a recctl child that a test interrupts with SIGINT (``tests/terminal.py``).
+AS_FROM_A_TERMINAL = ("-m", "tests.terminal")

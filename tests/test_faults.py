@@ -21,7 +21,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.conftest import query
+from tests.conftest import AS_FROM_A_TERMINAL, query
 
 SEED = 13
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("RECCTL_")}
@@ -34,7 +34,7 @@ EXPECTED_CODE = {"kill": -9, "term": 143, "int": 130}
 
 def recctl(*args: str | Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "recctl", *map(str, args)],
+        [sys.executable, *AS_FROM_A_TERMINAL, *map(str, args)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
     )  # fmt: skip
 

@@ -23,7 +23,7 @@ import pytest
 
 from recctl import runs
 from recctl.errors import NotTrainedError
-from tests.conftest import CliRunner, messages, query
+from tests.conftest import AS_FROM_A_TERMINAL, CliRunner, messages, query
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith("RECCTL_")}
 OTHER_RUN = "20200101-000000000-0000"  # a second, healthy run beside the promoted one
@@ -316,7 +316,7 @@ def test_only_the_staging_of_trains_no_longer_running_is_swept(tmp_path: Path) -
 
 
 def recctl(*args: str | Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "recctl", *map(str, args)], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, *AS_FROM_A_TERMINAL, *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=ENV)  # fmt: skip
 
 
