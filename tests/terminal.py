@@ -1,4 +1,4 @@
-"""``python -m tests.terminal ARGS``: ``recctl ARGS`` with SIGINT at its default, as from a terminal.
+"""``python -m tests.terminal ARGS``: ``recctl ARGS`` with SIGINT handled as Python does from a terminal.
 
 A terminal's Ctrl-C reaches a process whose SIGINT is at its default, but under ``nohup`` or a
 non-interactive shell's ``&`` (a CI runner, a background ``make test``) children inherit SIGINT ignored,
@@ -11,6 +11,8 @@ import signal
 import sys
 
 if __name__ == "__main__":
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    # what Python installs at start-up when SIGINT is not ignored (SIG_DFL would kill the process
+    # outright, not raise KeyboardInterrupt, when the signal lands before recctl's own handlers)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.argv[0] = "recctl"
     runpy.run_module("recctl", run_name="__main__", alter_sys=True)
