@@ -75,10 +75,18 @@ class CooccurParams(Params):
     popularity_prior: float = Field(0.0, ge=0)
 
 
+ITEM_COLUMNS = ("user_id", "item_id", "event_type", "ts", "session_id", "order_id")  # what item models read
+
+
 def weighted_events(
-    train: pl.DataFrame, weights: dict[str, float], other: float, half_life_days: float
-) -> pl.DataFrame:
-    """Events with a positive type weight ``w``, a time-decay factor ``dec`` and their position ``pos``."""
+    train: pl.DataFrame, weights: dict[str, float], other: float, half_life_days: float,
+    columns: tuple[str, ...] | None = None,
+) -> pl.DataFrame:  # fmt: skip
+    """Events with a positive type weight ``w``, a time-decay factor ``dec`` and their position ``pos``;
+    only ``columns`` of ``train`` (all when None): the filter copies what it keeps, 10 M events of every
+    column of the interaction frame are gigabytes."""
+    if columns is not None:
+        train = train.select(c for c in columns if c in train.columns)
     end = train["ts"].max() if train.height else None
     type_w = pl.col("event_type").replace_strict(weights, default=other, return_dtype=pl.Float64)
     if half_life_days > 0 and end is not None:
@@ -286,18 +294,25 @@ class Cooccur(ItemModel):
 
     def fit(self, train: pl.DataFrame, *, seed: int, items: pl.DataFrame | None = None) -> None:
         p = self.params
-        ev = weighted_events(train, p.event_weights, p.other_weight, p.half_life_days)
+        ev = weighted_events(train, p.event_weights, p.other_weight, p.half_life_days, ITEM_COLUMNS)
         ev = self.fit_common(ev, p.history, p.history_decay)
-        counts, freq = self._sequential(ev) if p.mode == "sequential" else self._grouped(ev)
-        self.sim = self._normalize(counts, freq)
+        # the events die before the normalization and the counts inside it (no frame of fit holds them):
+        # at 10 M events each is gigabytes
+        held = [self._sequential(ev) if p.mode == "sequential" else self._grouped(ev)]
+        del ev
+        self.sim = self._normalize(held)
 
     def _sequential(self, ev: pl.DataFrame) -> tuple[csr_matrix, np.ndarray]:
-        from scipy.sparse import coo_matrix
+        from scipy.sparse import coo_matrix, csr_matrix
 
         p = self.params
-        user = pl.lit("u:") + pl.col("user_id")
-        group = user if p.sequence_by == "user" else pl.coalesce(pl.lit("s:") + pl.col("session_id"), user)
-        ev = ev.with_columns(g=group.rank("dense")).sort("g", "pos")
+        if p.sequence_by == "user":
+            group = pl.col("user_id").rank("dense")
+        else:
+            user = pl.lit("u:") + pl.col("user_id")
+            group = pl.coalesce(pl.lit("s:") + pl.col("session_id"), user).rank("dense")
+        # only the numbers travel through the sort (the ids are gigabytes at 10 M events)
+        ev = ev.select(g=group, pos="pos", idx="idx", w="w", dec="dec", ts="ts").sort("g", "pos")
         # merge consecutive repeats of an item within a group (view, cart, purchase of one item)
         new_run = (pl.col("idx") != pl.col("idx").shift(1)) | (pl.col("g") != pl.col("g").shift(1))
         runs = (
@@ -312,27 +327,32 @@ class Cooccur(ItemModel):
                 t0=pl.col("ts").first().dt.epoch("ms"),
             )
         )
-        g, idx = runs["g"].to_numpy(), runs["idx"].to_numpy().astype(np.int64)
+        del ev
+        g, idx = runs["g"].to_numpy(), runs["idx"].to_numpy().astype(np.int32)
         w, dec = runs["w"].to_numpy(), runs["dec"].to_numpy()
         t, t0 = runs["t"].to_numpy(), runs["t0"].to_numpy()
-        rows, cols, vals = [], [], []
+        del runs
+        n = len(self.item_ids)
+        freq = np.bincount(idx, weights=w * dec, minlength=n)
+        # one offset at a time, its pairs summed into the matrix: the pairs of all offsets at once (and
+        # their COO → CSR copy) were the peak of the fit (12 GB at 10 M events)
+        counts = csr_matrix((n, n))
         for d in range(1, p.window + 1):  # a handful of offsets, each fully vectorized
             same = g[:-d] == g[d:]
             if p.window_minutes > 0:
                 same &= (t0[d:] - t[:-d]) <= p.window_minutes * 60_000
             a, b = idx[:-d][same], idx[d:][same]
             v = (np.sqrt(w[:-d] * w[d:]) * dec[d:])[same] * p.distance_decay ** (d - 1)
-            rows += [a, b]
-            cols += [b, a]
-            vals += [v, v * p.backward_weight]
-        n = len(self.item_ids)
-        freq = np.bincount(idx, weights=w * dec, minlength=n)
-        if not rows:
-            return coo_matrix((n, n)).tocsr(), freq
-        counts = coo_matrix(
-            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
-        )
-        return counts.tocsr(), freq
+            step = coo_matrix(
+                (
+                    np.concatenate([v, v * p.backward_weight]),
+                    (np.concatenate([a, b]), np.concatenate([b, a])),
+                ),
+                shape=(n, n),
+            ).tocsr()
+            del a, b, v, same
+            counts = step if counts.nnz == 0 else csr_matrix(counts + step)
+        return counts, freq
 
     def _grouped(self, ev: pl.DataFrame) -> tuple[csr_matrix, np.ndarray]:
         from scipy.sparse import csr_matrix
@@ -363,11 +383,13 @@ class Cooccur(ItemModel):
         counts.setdiag(0)
         return counts, freq
 
-    def _normalize(self, counts: csr_matrix, freq: np.ndarray) -> csr_matrix:
-        """The normalized similarity with the two-step paths, each item's ``neighbors`` best kept."""
+    def _normalize(self, held: list[tuple[csr_matrix, np.ndarray]]) -> csr_matrix:
+        """The normalized similarity with the two-step paths, each item's ``neighbors`` best kept, from
+        the (counts, item frequencies) that ``held`` hands over (taken out of it: freed once used)."""
         from scipy.sparse import csr_matrix, diags, vstack
 
         p = self.params
+        counts, freq = held.pop()
         counts = csr_matrix(counts)
         counts.setdiag(0)
         if p.min_count > 0:
@@ -378,6 +400,7 @@ class Cooccur(ItemModel):
         b += p.target_pop_power
         scale = float(f.sum()) if p.normalization == "lift" else 1.0
         sim = csr_matrix(diags(scale / (f**a + p.shrinkage)) @ counts @ diags(1.0 / f**b))
+        del counts
         if p.two_hop <= 0:
             return keep_top(sim, p.neighbors)
         first = keep_top(sim, min(p.neighbors, HOP_NEIGHBORS))
@@ -391,6 +414,8 @@ class Cooccur(ItemModel):
             block.setdiag(0, k=lo)  # item i sits at column lo + its row in the block
             block.eliminate_zeros()
             parts.append(keep_top(block, p.neighbors))
+        shape = sim.shape
+        del sim, first, links
         if not parts:
-            return csr_matrix(sim.shape)
+            return csr_matrix(shape)
         return parts[0] if len(parts) == 1 else csr_matrix(vstack(parts, format="csr"))

@@ -38,7 +38,7 @@ import polars as pl
 from pydantic import Field
 
 from recctl.candidates.base import Params, register
-from recctl.candidates.cooccur import DEFAULT_WEIGHTS, ItemModel, keep_top, weighted_events
+from recctl.candidates.cooccur import DEFAULT_WEIGHTS, ITEM_COLUMNS, ItemModel, keep_top, weighted_events
 
 if TYPE_CHECKING:
     from scipy.sparse import csr_matrix
@@ -123,7 +123,7 @@ class ItemKNN(ItemModel):
         from scipy.sparse import csr_matrix
 
         p = self.params
-        ev = weighted_events(train, p.event_weights, p.other_weight, p.half_life_days)
+        ev = weighted_events(train, p.event_weights, p.other_weight, p.half_life_days, ITEM_COLUMNS)
         if p.recency_half_life_days > 0 and ev.height:
             age = (pl.lit(ev["ts"].max()) - pl.col("ts")).dt.total_seconds(fractional=True) / 86400.0
             ev = ev.with_columns(hdec=(0.5 ** (age / p.recency_half_life_days)).cast(pl.Float64))
