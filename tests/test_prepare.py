@@ -13,7 +13,7 @@ import pytest
 
 from recctl.config import PrepareConfig, load_config
 from recctl.errors import ConfigError, DataError
-from recctl.prepare import PrepareResult, prepare
+from recctl.prepare import PrepareResult, _in_user_time_order, prepare
 from tests.conftest import ROOT, CliRunner, query
 
 T0 = datetime(2024, 3, 1, 10, 0, 0)
@@ -357,3 +357,24 @@ def test_evaluate_cleans_the_training_view_only_and_keeps_what_users_saw() -> No
     assert states == {"bot": "returning", "human": "returning"}
     assert split.info["prepare"]["events_removed"] == 40
     assert raw.info["prepare"]["events_removed"] == 0
+
+
+def test_a_frame_already_in_user_time_order_gives_what_a_shuffled_one_gives() -> None:
+    """prepare skips its two sorts when the rows already are in (user, ts) order (as recctl.data loads
+    them): the events kept and every report are those of the same rows in another order."""
+    rows = _burst("bot", 40, 0, 20) + [
+        (f"u{u}", f"p{(u * 3 + k) % 5}", ("view", "view", "purchase")[k % 3], 1.0 * (k // 2) + 0.5 * u,
+         None if k % 4 == 0 else f"s{u}")
+        for u in range(8) for k in range(9)
+    ]  # fmt: skip
+    full = PrepareConfig(bot_max_events_per_hour=30, min_user_events=3, min_item_users=2, k_core=True,
+                         resplit_sessions=True, session_gap="1s")  # fmt: skip
+    ordered = frame(rows).sort("user_id", "ts", maintain_order=True)
+    shuffled = ordered.sample(fraction=1.0, shuffle=True, seed=7)
+    a, b = prepare(ordered, full), prepare(shuffled, full)
+    assert [r.as_dict() for r in a.report] == [r.as_dict() for r in b.report]
+    assert _in_user_time_order(ordered) and not _in_user_time_order(shuffled)
+    kept = ordered.filter(pl.col("value").is_in(a.events["value"].implode()))
+    assert a.events.equals(kept.with_columns(a.events["session_id"]))  # input order; sessions made
+    assert a.events.sort("value").equals(b.events.sort("value"))
+    assert step(a, "bots")["events_removed"] == 40 and step(a, "sessionize")["events_changed"] > 0

@@ -8,6 +8,7 @@ Removal counts are measured from the frames before and after a step, so the repo
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -47,8 +48,25 @@ class FilterReport:
 Step = Callable[[pl.DataFrame, PrepareConfig], tuple[pl.DataFrame, FilterReport]]
 
 
+# the counts of the frames measured last (a step's output is the next step's input: counted once); keyed by
+# id, valid while the weak reference still points at that very frame
+_COUNTED: dict[int, tuple[weakref.ref[pl.DataFrame], tuple[int, int, int, int]]] = {}
+
+
 def _counts(ev: pl.DataFrame) -> tuple[int, int, int, int]:
-    """Events, distinct users, distinct items, purchases: the quantities every report compares."""
+    """Events, distinct users, distinct items, purchases: the quantities every report compares (the
+    distinct counts hash every id of the frame: 10 M events cost seconds, so a frame is counted once)."""
+    known = _COUNTED.get(id(ev))
+    if known is not None and known[0]() is ev:
+        return known[1]
+    counts = _count(ev)
+    for key in [k for k, (ref, _) in _COUNTED.items() if ref() is None]:
+        del _COUNTED[key]
+    _COUNTED[id(ev)] = (weakref.ref(ev), counts)
+    return counts
+
+
+def _count(ev: pl.DataFrame) -> tuple[int, int, int, int]:
     row = ev.select(
         pl.len(),
         pl.col("user_id").n_unique(),
@@ -63,7 +81,10 @@ def measured(
 ) -> FilterReport:
     """The report of a step, its removal counts measured from the frames themselves."""
     b = _counts(before)
-    a = b if after is before else _counts(after)
+    # the steps only remove rows (sessionize only renames sessions): the same height is the same events
+    a = b if after is before or after.height == before.height else _counts(after)
+    if a is b and after is not before:
+        _COUNTED[id(after)] = (weakref.ref(after), b)
     return FilterReport(
         filter=name, enabled=enabled, params=params, events_before=b[0], events_removed=b[0] - a[0],
         users_removed=b[1] - a[1], items_removed=b[2] - a[2], purchases_removed=b[3] - a[3],
@@ -136,19 +157,22 @@ def sessionize(ev: pl.DataFrame, cfg: PrepareConfig) -> tuple[pl.DataFrame, Filt
     params = {"session_gap": cfg.session_gap, "resplit_sessions": cfg.resplit_sessions}
     if not cfg.sessionize:
         return _off(name, params, ev, "off")
-    marks = _session_marks(ev, parse_duration(cfg.session_gap), cfg.resplit_sessions)
-    taken = ev["session_id"].drop_nulls().unique()
-    fill_sep = _free_separator(marks, "fill_prefix", "fill_n", "#", taken)
-    split_sep = _free_separator(marks, "split_prefix", "split_n", "~", taken)
-    made = marks.select(
-        _made("fill_prefix", "fill_n", fill_sep).alias("filled"),
-        _made("split_prefix", "split_n", split_sep).alias("split"),
-        pl.col("session_id"),
-    )
-    out = ev.with_columns(made.select(pl.coalesce("filled", "split", "session_id").alias("session_id")))
     n_missing = ev["session_id"].null_count()
-    n_filled, n_split = made["filled"].count(), made["split"].count()
-    n_sessions, n_pieces = made["filled"].drop_nulls().n_unique(), made["split"].drop_nulls().n_unique()
+    if n_missing == 0 and not cfg.resplit_sessions:  # nothing to give or split: no marks, no id is made
+        out, fill_sep, split_sep, n_filled, n_split, n_sessions, n_pieces = ev, "#", "~", 0, 0, 0, 0
+    else:
+        marks = _session_marks(ev, parse_duration(cfg.session_gap), cfg.resplit_sessions)
+        taken = ev["session_id"].drop_nulls().unique()
+        fill_sep = _free_separator(marks, "fill_prefix", "fill_n", "#", taken)
+        split_sep = _free_separator(marks, "split_prefix", "split_n", "~", taken)
+        made = marks.select(
+            _made("fill_prefix", "fill_n", fill_sep).alias("filled"),
+            _made("split_prefix", "split_n", split_sep).alias("split"),
+            pl.col("session_id"),
+        )
+        out = ev.with_columns(made.select(pl.coalesce("filled", "split", "session_id").alias("session_id")))
+        n_filled, n_split = made["filled"].count(), made["split"].count()
+        n_sessions, n_pieces = made["filled"].drop_nulls().n_unique(), made["split"].drop_nulls().n_unique()
 
     report = measured(name, True, params, ev, out)
     report.events_changed = n_filled + n_split
