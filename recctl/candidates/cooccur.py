@@ -99,17 +99,19 @@ def weighted_events(
     )
 
 
-def user_histories(ev: pl.DataFrame, history: int, decay: float) -> pl.DataFrame:
-    """Each user's last ``history`` distinct items: user_id, idx, weight = decay ** (recency rank - 1).
-
-    When ``ev`` has an ``hdec`` column (a time decay for the profile), the weight is multiplied by its
-    value at the user's last event with the item.
-    """
+def user_cells(ev: pl.DataFrame) -> pl.DataFrame:
+    """One row per (user, item) of ``ev``: the most recent (largest) time decay ``dec``, the position of
+    the last event ``last`` and, when ``ev`` has an ``hdec`` column (a time decay for the profile), its
+    value at that event (``hdec``, else 1). One group-by serves the popularity and the histories."""
     hdec = pl.col("hdec").max() if "hdec" in ev.columns else pl.lit(1.0, pl.Float64)
+    return ev.group_by("user_id", "idx").agg(pl.col("dec").max(), last=pl.col("pos").max(), hdec=hdec)
+
+
+def user_histories(cells: pl.DataFrame, history: int, decay: float) -> pl.DataFrame:
+    """Each user's last ``history`` distinct items (``cells`` from ``user_cells``): user_id, idx, weight =
+    decay ** (recency rank - 1) times the profile's time decay at the user's last event with the item."""
     return (
-        ev.group_by("user_id", "idx")
-        .agg(last=pl.col("pos").max(), hdec=hdec)
-        .with_columns(k=pl.col("last").rank("ordinal", descending=True).over("user_id"))
+        cells.with_columns(k=pl.col("last").rank("ordinal", descending=True).over("user_id"))
         .filter(pl.col("k") <= history)
         .select(
             "user_id",
@@ -191,13 +193,16 @@ class ItemModel:
         """Index the items of ``ev``; store histories and popularity; ``ev`` with its ``idx`` column."""
         self.set_items(ev["item_id"].unique().sort())
         ev = ev.join(self.index, on="item_id", maintain_order="left")
-        # distinct users per item, each counting its most recent (time-decayed) interaction
-        pairs = ev.group_by("user_id", "idx").agg(pl.col("dec").max()).sort("idx", "user_id")
+        cells = user_cells(ev)
+        # distinct users per item, each counting its most recent (time-decayed) interaction (summed in a
+        # fixed order: the group-by's is not)
+        pairs = cells.select("idx", "user_id", "dec").sort("idx", "user_id")
         users = np.bincount(
             pairs["idx"].to_numpy(), weights=pairs["dec"].to_numpy(), minlength=len(self.item_ids)
         )
+        del pairs
         self.popularity = users / max(1e-12, float(users.max(initial=0)))
-        self.history = user_histories(ev, history, decay)
+        self.history = user_histories(cells, history, decay)
         return ev
 
     @in_user_blocks
