@@ -18,7 +18,7 @@ Measured (records of ``benchmarks/results/latency.json``, a JSON list):
   the floor any Python CLI over DuckDB pays;
 - ``cold_recommend_user``: wall time of a fresh ``recctl --json recommend --user U`` process answered from
   the online store, for ``--cold-runs`` random users (target p50 <= 300 ms);
-- in this process, after one warm-up call each: ``lookup`` (``recctl.serving.store.lookup``, the stored
+- in this process, after one warm-up call each: ``lookup`` (``recctl.serving.store.stored``, the stored
   top 10 of a user; target p99 <= 5 ms), ``rerank_100`` (``recctl.serving.rerank.run_rerank`` of 100 items
   for a user with the catalog held in memory, as a service would: the user's events, profile, facts,
   scoring; p99 <= 30 ms), ``session_10``
@@ -160,7 +160,7 @@ def measure(args: argparse.Namespace, cfg: Path, recctl: list[str]) -> list[dict
     from recctl.serving.profile import catalog_index
     from recctl.serving.rerank import run_rerank
     from recctl.serving.served import promoted
-    from recctl.serving.store import lookup
+    from recctl.serving.store import stored
     from recctl.warehouse import open_reader
 
     conf = load_config(cfg, environ={})
@@ -199,7 +199,7 @@ def measure(args: argparse.Namespace, cfg: Path, recctl: list[str]) -> list[dict
 
         sample = [rng.choice(users) for _ in range(args.calls)]
         out.append(
-            {"name": "lookup", **timed(lambda u: lookup(wh.con, u, run_id, conf.serving.max_age, 10), sample)}
+            {"name": "lookup", **timed(lambda u: stored(wh.con, u, run_id, conf.serving.max_age, 10), sample)}
         )
         lists = [(rng.choice(users), rng.sample(popular, 100)) for _ in range(args.calls)]
         index = catalog_index(wh.con, str(wh.path))  # a long-lived caller holds the catalog in memory
