@@ -194,12 +194,17 @@ class IALS:
         self.user_factors, self.item_factors, self.loss_history = uf, itf, history
 
     def for_users(self, users: pl.Series, n: int, *, exclude: pl.DataFrame | None = None) -> pl.DataFrame:
-        uf, itf = self.user_factors, self.item_factors
-        return recommend(users, n, exclude, self.users, self.items, lambda rows: uf[rows] @ itf.T)
+        """Dot products accumulated in float64: a float32 GEMM's rounding depends on how many rows it is
+        given (OpenBLAS picks other kernels on some CPUs), so a user's scores, and near-tied lists, would
+        depend on the block of users asked together; in float64 the float32 scores are the same."""
+        uf, itf = self.user_factors, self.item_factors.astype(np.float64)
+        return recommend(
+            users, n, exclude, self.users, self.items, lambda rows: uf[rows].astype(np.float64) @ itf.T
+        )
 
     def for_items(self, items: pl.Series, n: int) -> pl.DataFrame:
-        """The items whose factors are closest in cosine."""
-        unit = self._unit()
+        """The items whose factors are closest in cosine (accumulated in float64, as in ``for_users``)."""
+        unit = self._unit().astype(np.float64)
         return related(items, n, self.items, lambda rows: unit[rows] @ unit.T)
 
     def pair_scores(self, anchors: pl.Series, items: pl.Series) -> np.ndarray:
