@@ -8,7 +8,6 @@ Removal counts are measured from the frames before and after a step, so the repo
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -48,25 +47,8 @@ class FilterReport:
 Step = Callable[[pl.DataFrame, PrepareConfig], tuple[pl.DataFrame, FilterReport]]
 
 
-# the counts of the frames measured last (a step's output is the next step's input: counted once); keyed by
-# id, valid while the weak reference still points at that very frame
-_COUNTED: dict[int, tuple[weakref.ref[pl.DataFrame], tuple[int, int, int, int]]] = {}
-
-
 def _counts(ev: pl.DataFrame) -> tuple[int, int, int, int]:
-    """Events, distinct users, distinct items, purchases: the quantities every report compares (the
-    distinct counts hash every id of the frame: 10 M events cost seconds, so a frame is counted once)."""
-    known = _COUNTED.get(id(ev))
-    if known is not None and known[0]() is ev:
-        return known[1]
-    counts = _count(ev)
-    for key in [k for k, (ref, _) in _COUNTED.items() if ref() is None]:
-        del _COUNTED[key]
-    _COUNTED[id(ev)] = (weakref.ref(ev), counts)
-    return counts
-
-
-def _count(ev: pl.DataFrame) -> tuple[int, int, int, int]:
+    """Events, distinct users, distinct items, purchases: the quantities every report compares."""
     row = ev.select(
         pl.len(),
         pl.col("user_id").n_unique(),
@@ -80,11 +62,13 @@ def measured(
     name: str, enabled: bool, params: dict[str, Any], before: pl.DataFrame, after: pl.DataFrame
 ) -> FilterReport:
     """The report of a step, its removal counts measured from the frames themselves."""
-    b = _counts(before)
-    # the steps only remove rows (sessionize only renames sessions): the same height is the same events
-    a = b if after is before or after.height == before.height else _counts(after)
-    if a is b and after is not before:
-        _COUNTED[id(after)] = (weakref.ref(after), b)
+    # the steps only remove rows (sessionize only renames sessions): the same height is the same events,
+    # and nothing was removed; only then are the distinct counts (a hash of every id: seconds at 10 M
+    # events) skipped
+    if after is before or after.height == before.height:
+        b = a = (before.height, 0, 0, 0)
+    else:
+        b, a = _counts(before), _counts(after)
     return FilterReport(
         filter=name, enabled=enabled, params=params, events_before=b[0], events_removed=b[0] - a[0],
         users_removed=b[1] - a[1], items_removed=b[2] - a[2], purchases_removed=b[3] - a[3],

@@ -513,14 +513,11 @@ def _by_block(seen: pl.DataFrame | None, blocks: list[pl.Series]) -> list[pl.Dat
 def _merged(per_block: list[list[pl.DataFrame]], names: list[str]) -> pl.DataFrame:
     """``merge`` of each block's proposals (the blocks hold disjoint users), emptied block by block: the
     outer joins over every label user at once were the peak of an Amazon Beauty evaluation (3.6 GB)."""
-    merged: list[pl.DataFrame] = []
-    while per_block:
-        part = merge(per_block.pop(0), names)
-        if part.height or not merged:
-            merged.append(part)
-    if len(merged) == 1:
-        return merged[0]
-    return pl.concat([m for m in merged if m.height]).sort("user_id", "item_id")
+    merged = [merge(per_block.pop(0), names) for _ in range(len(per_block))]
+    found = [m for m in merged if m.height]
+    if len(found) <= 1:
+        return found[0] if found else merged[0]
+    return pl.concat(found).sort("user_id", "item_id")
 
 
 def _after(events: pl.DataFrame) -> datetime:
