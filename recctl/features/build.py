@@ -2,15 +2,26 @@
 
 Only events with ``ts < as_of`` are used (filtered here, whatever the caller passed). Two staging tables
 are made first in a private DuckDB session: ``it`` (the catalog plus items seen only in events, with a
-normalized category path, its prefixes and a price / discount) and ``ev`` (the events with their age in
-days before ``as_of``, the price seen, whether it was on sale, a weight by type, the item's brand and
+normalized category path, its prefixes and a price / discount) and ``ev_all`` (the events with their age
+in days before ``as_of``, the price seen, whether it was on sale, a weight by type, the item's brand and
 category). The long tables and the user and item features (``user.py``, ``item.py``) are SQL over them.
+
+Memory. The shop-wide parts (item features and attributes, the brands' and categories' shares of all the
+weight that the lifts divide by, the shop's discount rate, the items' repurchase cycles) are computed once
+over every event. The user-level tables (``user``, ``user_item``, ``user_brand``, ``user_category``,
+``user_last``) are computed per bucket of users over ``ev``, that bucket's staged events: contiguous
+ranges of user_id holding about ``bucket_events`` events each, so that the buckets' outputs concatenated are
+already in user_id order and DuckDB never stages more than one bucket of events (``ev_all`` is then a view).
+A user's rows depend only on that user's events and the shop-wide tables, so any bucket count gives the same
+frames (tested).
 """
 
 from __future__ import annotations
 
+import itertools
 from datetime import datetime
 
+import duckdb
 import polars as pl
 
 from recctl.features.base import (
@@ -80,10 +91,15 @@ FROM every c LEFT JOIN seen s USING (item_id)
 """
 
 
-def _stage_events() -> str:
+#: Events per bucket of users in ``build`` (about: buckets are whole users); a constant, not a setting —
+#: results do not depend on it, only the peak memory of the build does.
+BUCKET_EVENTS = 2_000_000
+
+
+def _stage_events(kind: str) -> str:
     weight = _case("e.event_type", dict(EVENT_WEIGHTS), "1.0")
     return f"""
-CREATE TEMP TABLE ev AS
+CREATE TEMP {kind} ev_all AS
 SELECT e.__r, e.user_id, e.item_id, e.event_type, e.ts, e.session_id, e.order_id,
   {page_sql("e.page", "e.event_type")} AS page,
   days_before(e.ts) AS age,
@@ -97,6 +113,19 @@ FROM ev_in e LEFT JOIN it USING (item_id)
 
 
 _PURCHASE = "event_type = 'purchase'"
+#: The shop-wide shares the lifts divide by and the discount base rate, over every event (``ev_all``).
+SHOP_TABLES = (
+    """CREATE TEMP TABLE brand_g AS
+SELECT brand, sum(w) / nullif(sum(sum(w)) OVER (), 0) AS g FROM ev_all WHERE brand IS NOT NULL GROUP BY brand""",
+    """CREATE TEMP TABLE prefixes AS
+SELECT item_id, unnest(prefixes) AS category, generate_subscripts(prefixes, 1) AS depth FROM it""",
+    """CREATE TEMP TABLE category_g AS
+SELECT p.category, sum(e.w) / nullif((SELECT sum(w) FROM ev_all WHERE category IS NOT NULL), 0) AS g
+FROM ev_all e JOIN prefixes p USING (item_id) GROUP BY p.category""",
+    f"""CREATE TEMP TABLE shop_base AS
+SELECT coalesce(avg(CAST(on_sale AS DOUBLE)) FILTER (WHERE {_PURCHASE} AND on_sale IS NOT NULL), 0) AS base
+FROM ev_all""",
+)
 LONG_TABLES: dict[str, str] = {
     "user_item": f"""
 SELECT user_id, item_id, count(*) AS n_event, count(*) FILTER (WHERE event_type = 'view') AS n_view,
@@ -107,28 +136,24 @@ FROM ev WHERE item_id IS NOT NULL GROUP BY user_id, item_id ORDER BY user_id, it
 WITH b AS (
   SELECT user_id, brand, sum(w) AS weight, count(*) FILTER (WHERE {_PURCHASE}) AS n_purchase, max(ts) AS last_ts
   FROM ev WHERE brand IS NOT NULL GROUP BY user_id, brand
-), g AS (SELECT brand, sum(weight) / nullif((SELECT sum(weight) FROM b), 0) AS g FROM b GROUP BY brand)
+)
 SELECT user_id, brand, weight, weight / nullif(sum(weight) OVER (PARTITION BY user_id), 0) AS share,
   weight / nullif(sum(weight) OVER (PARTITION BY user_id), 0) / nullif(g.g, 0) AS lift, n_purchase, last_ts
-FROM b JOIN g USING (brand) ORDER BY user_id, brand""",
+FROM b JOIN brand_g g USING (brand) ORDER BY user_id, brand""",
     "user_category": f"""
-WITH p AS (SELECT item_id, unnest(prefixes) AS category, generate_subscripts(prefixes, 1) AS depth FROM it),
-c AS (
+WITH c AS (
   SELECT e.user_id, p.category, p.depth, sum(e.w) AS weight,
     count(*) FILTER (WHERE e.{_PURCHASE}) AS n_purchase, max(e.ts) AS last_ts
-  FROM ev e JOIN p USING (item_id) GROUP BY e.user_id, p.category, p.depth
-), t AS (SELECT user_id, sum(w) AS total FROM ev WHERE category IS NOT NULL GROUP BY user_id),
-g AS (SELECT category, sum(weight) / nullif((SELECT sum(w) FROM ev WHERE category IS NOT NULL), 0) AS g
-      FROM c GROUP BY category)
+  FROM ev e JOIN prefixes p USING (item_id) GROUP BY e.user_id, p.category, p.depth
+), t AS (SELECT user_id, sum(w) AS total FROM ev WHERE category IS NOT NULL GROUP BY user_id)
 SELECT c.user_id, c.category, c.depth, c.weight, c.weight / nullif(t.total, 0) AS share,
   c.weight / nullif(t.total, 0) / nullif(g.g, 0) AS lift, c.n_purchase, c.last_ts
-FROM c JOIN t USING (user_id) JOIN g USING (category) ORDER BY user_id, depth, category""",
-    "item_attrs": """
-SELECT item_id, brand, category, depth, prefixes, price, discount_pct FROM it ORDER BY item_id""",
+FROM c JOIN t USING (user_id) JOIN category_g g USING (category) ORDER BY user_id, depth, category""",
     "user_last": """
 SELECT user_id, ts, event_type, item_id, page FROM ev
 QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY ts DESC, __r DESC) = 1 ORDER BY user_id""",
 }
+ITEM_ATTRS = "SELECT item_id, brand, category, depth, prefixes, price, discount_pct FROM it ORDER BY item_id"
 
 
 def with_cycles(
@@ -163,18 +188,56 @@ def prepare_events(events: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
     return ev.filter(pl.col("ts") < naive_utc(as_of), pl.col("user_id").is_not_null())
 
 
+def user_ranges(con: duckdb.DuckDBPyConnection, n_events: int, bucket_events: int) -> list[str]:
+    """The SQL conditions on ``user_id`` of the buckets of ``ev_in``: contiguous user_id ranges of about
+    ``bucket_events`` events each (one bucket, ``TRUE``, when all fit)."""
+    n = max(1, -(-n_events // max(1, bucket_events)))
+    if n == 1:
+        return ["TRUE"]
+    qs = ", ".join(str(k / n) for k in range(1, n))
+    cuts = con.sql(
+        f"SELECT DISTINCT unnest(quantile_disc(user_id, [{qs}])) AS c FROM ev_in ORDER BY c"
+    ).fetchall()
+    bounds = [None, *(r[0] for r in cuts), None]
+    conds = []
+    for lo, hi in itertools.pairwise(bounds):
+        parts = [
+            f"user_id >= {_quote(lo)}" if lo is not None else "",
+            f"user_id < {_quote(hi)}" if hi is not None else "",
+        ]
+        conds.append(" AND ".join(x for x in parts if x) or "TRUE")
+    return conds
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _users(con: duckdb.DuckDBPyConnection, windows: tuple[int, ...]) -> dict[str, pl.DataFrame]:
+    """The user-level tables over the staged bucket ``ev``."""
+    out = {name: con.sql(sql).pl() for name, sql in LONG_TABLES.items()}
+    con.register("user_brand", out["user_brand"])
+    try:
+        out["user"] = con.sql(user_query(windows)).pl()
+    finally:
+        con.unregister("user_brand")
+    return out
+
+
 def build(
     events: pl.DataFrame,
     items: pl.DataFrame,
     as_of: datetime,
     *,
     windows: tuple[int, ...] = DEFAULT_WINDOWS,
+    bucket_events: int = BUCKET_EVENTS,
 ) -> FeatureSet:
     """Every feature as of ``as_of`` from the events before it and the catalog (see ``FEATURES``).
 
     ``events`` is an interaction frame (user_id, item_id, event_type, ts and optionally session_id,
     order_id, price, discount, page); ``items`` the catalog (item_id and optionally brand, category,
-    price, original_price, in_stock, created_at, rating, review_count, likes).
+    price, original_price, in_stock, created_at, rating, review_count, likes). The user-level tables are
+    built per bucket of about ``bucket_events`` events (the same frames for any value; see the module doc).
     """
     as_of = naive_utc(as_of)
     windows = tuple(sorted({int(w) for w in windows}))
@@ -183,13 +246,23 @@ def build(
     ev_in = prepare_events(events, as_of)
     it_in = ensure_columns(items, ITEM_SCHEMA)
     with session(as_of, {"ev_in": ev_in, "it_in": it_in}) as con:
+        ranges = user_ranges(con, ev_in.height, bucket_events)
         con.execute(STAGE_ITEMS)
-        con.execute(_stage_events())
-        long = {name: con.sql(sql).pl() for name, sql in LONG_TABLES.items()}
-        long = with_cycles(long, ev_in, it_in)
-        con.register("user_brand", long["user_brand"])
-        user = con.sql(user_query(windows)).pl()
+        con.execute(_stage_events("TABLE" if len(ranges) == 1 else "VIEW"))
+        for sql in SHOP_TABLES:
+            con.execute(sql)
         item = con.sql(item_query(windows, as_of)).pl()
+        item_attrs = con.sql(ITEM_ATTRS).pl()
+        parts: list[dict[str, pl.DataFrame]] = []
+        for cond in ranges:
+            kind = "VIEW" if len(ranges) == 1 else "TABLE"
+            con.execute(f"CREATE OR REPLACE TEMP {kind} ev AS SELECT * FROM ev_all WHERE {cond}")
+            parts.append(_users(con, windows))
+            con.execute(f"DROP {kind} ev")
+    users = {name: pl.concat([p[name] for p in parts], rechunk=False) for name in parts[0]}
+    del parts
+    user = users.pop("user")
+    long = with_cycles(users | {"item_attrs": item_attrs}, ev_in, it_in)
     n = pl.col("n_baskets").fill_null(0)
     share = (
         long["user_item"]

@@ -74,7 +74,8 @@ def item_features(windows: tuple[int, ...], as_of: datetime | None = None) -> li
 
 
 def item_query(windows: tuple[int, ...], as_of: datetime) -> str:
-    """One row per item of the staged catalog ``it`` (sorted by item_id): item_id and every ``i_*``."""
+    """One row per item of the staged catalog ``it`` (sorted by item_id): item_id and every ``i_*``, over
+    every staged event ``ev_all``."""
     aggs = _aggregates(windows)
     inner = ",\n  ".join([*(f"{f.sql} AS {f.name}" for f in aggs), *_hidden(windows)])
     outer = [f"CAST(coalesce(a.{f.name}, 0) AS {SQL_TYPES[f.kind]}) AS {f.name}" for f in aggs]
@@ -83,8 +84,8 @@ def item_query(windows: tuple[int, ...], as_of: datetime) -> str:
     return f"""
 WITH a AS (SELECT item_id,
   {inner}
-  FROM ev WHERE item_id IS NOT NULL GROUP BY item_id),
-bu AS (SELECT item_id, user_id, count(*) AS n FROM ev WHERE event_type = 'purchase' AND item_id IS NOT NULL
+  FROM ev_all WHERE item_id IS NOT NULL GROUP BY item_id),
+bu AS (SELECT item_id, user_id, count(*) AS n FROM ev_all WHERE event_type = 'purchase' AND item_id IS NOT NULL
        GROUP BY item_id, user_id),
 b AS (SELECT item_id, count(*) AS n_buyer, count(*) FILTER (WHERE n >= 2) AS n_repeat FROM bu GROUP BY item_id),
 x AS (SELECT *, CASE WHEN category IS NOT NULL

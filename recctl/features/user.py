@@ -79,7 +79,8 @@ def user_features(windows: tuple[int, ...]) -> list[Feature]:
 
 
 def user_query(windows: tuple[int, ...]) -> str:
-    """One row per user (sorted by user_id): user_id and every ``u_*`` feature."""
+    """One row per user of the staged events ``ev`` (sorted by user_id): user_id and every ``u_*`` feature;
+    the shop's discount rate comes from ``shop_base`` (over every event, recctl.features.build)."""
     aggs = _aggregates(windows)
     inner = ",\n  ".join([*(f"{f.sql} AS {f.name}" for f in aggs), *_HIDDEN])
     outer = [f"CAST(a.{f.name} AS {SQL_TYPES[f.kind]}) AS {f.name}" for f in aggs]
@@ -90,8 +91,6 @@ def user_query(windows: tuple[int, ...]) -> str:
 WITH a AS (SELECT user_id,
   {inner}
   FROM ev GROUP BY user_id),
-b AS (SELECT coalesce(avg(CAST(on_sale AS DOUBLE)) FILTER (WHERE {_BUY} AND on_sale IS NOT NULL), 0) AS base
-      FROM ev),
 bs AS (SELECT user_id, count(*) AS n, max(share) AS top, {dist} AS entropy FROM user_brand GROUP BY user_id),
 cw AS (SELECT user_id, category, sum(w) AS w FROM ev WHERE category IS NOT NULL GROUP BY user_id, category),
 cs AS (SELECT user_id, count(*) AS n, max(share) AS top, {dist} AS entropy
@@ -99,5 +98,5 @@ cs AS (SELECT user_id, count(*) AS n, max(share) AS top, {dist} AS entropy
        GROUP BY user_id)
 SELECT a.user_id,
   {columns}
-FROM a CROSS JOIN b LEFT JOIN bs USING (user_id) LEFT JOIN cs USING (user_id)
+FROM a CROSS JOIN shop_base b LEFT JOIN bs USING (user_id) LEFT JOIN cs USING (user_id)
 ORDER BY a.user_id"""
