@@ -27,12 +27,18 @@ def _aggregates(windows: tuple[int, ...]) -> list[Feature]:
         for label, cond, doc in _GROUPS:
             out.append(Feature(f"i_n_{label}_{w}d", f"count(*) FILTER (WHERE {cond} AND age <= {w})",
                                f"{doc} in the {w} days before as_of", "count"))  # fmt: skip
-        out.append(Feature(f"i_n_user_{w}d", f"count(DISTINCT user_id) FILTER (WHERE age <= {w})",
+        out.append(Feature(f"i_n_user_{w}d", f"count(*) FILTER (WHERE recent <= {w})",
                            f"distinct users in the {w} days before as_of", "count"))  # fmt: skip
     for label, cond, doc in _TOTALS:
         out.append(Feature(f"i_n_{label}", f"count(*) FILTER (WHERE {cond})", doc, "count"))
-    out.append(Feature("i_n_user", "count(DISTINCT user_id)", "distinct users, all time", "count"))
+    out.append(Feature("i_n_user", "count(*)", "distinct users, all time", "count"))
     return out
+
+
+def _per_user(feature: Feature) -> bool:
+    """Distinct-user counts are counted over the (item, user) pairs ``iu``, not with count(DISTINCT) over
+    the events: one hash aggregate DuckDB can spill instead of a set of user ids per item and window."""
+    return feature.name.startswith("i_n_user")
 
 
 def _hidden(windows: tuple[int, ...]) -> list[str]:
@@ -77,17 +83,22 @@ def item_query(windows: tuple[int, ...], as_of: datetime) -> str:
     """One row per item of the staged catalog ``it`` (sorted by item_id): item_id and every ``i_*``, over
     every staged event ``ev_all``."""
     aggs = _aggregates(windows)
-    inner = ",\n  ".join([*(f"{f.sql} AS {f.name}" for f in aggs), *_hidden(windows)])
-    outer = [f"CAST(coalesce(a.{f.name}, 0) AS {SQL_TYPES[f.kind]}) AS {f.name}" for f in aggs]
+    inner = ",\n  ".join([*(f"{f.sql} AS {f.name}" for f in aggs if not _per_user(f)), *_hidden(windows)])
+    users = ",\n  ".join(f"{f.sql} AS {f.name}" for f in aggs if _per_user(f))
+    outer = [f"CAST(coalesce({'b' if _per_user(f) else 'a'}.{f.name}, 0) AS {SQL_TYPES[f.kind]}) AS {f.name}"
+             for f in aggs]  # fmt: skip
     outer += [f.select() for f in _derived(windows, as_of)]
     columns = ",\n  ".join(outer)
     return f"""
 WITH a AS (SELECT item_id,
   {inner}
   FROM ev_all WHERE item_id IS NOT NULL GROUP BY item_id),
-bu AS (SELECT item_id, user_id, count(*) AS n FROM ev_all WHERE event_type = 'purchase' AND item_id IS NOT NULL
-       GROUP BY item_id, user_id),
-b AS (SELECT item_id, count(*) AS n_buyer, count(*) FILTER (WHERE n >= 2) AS n_repeat FROM bu GROUP BY item_id),
+iu AS (SELECT item_id, user_id, min(age) AS recent, count(*) FILTER (WHERE event_type = 'purchase') AS n_buy
+       FROM ev_all WHERE item_id IS NOT NULL GROUP BY item_id, user_id),
+b AS (SELECT item_id,
+  {users},
+  count(*) FILTER (WHERE n_buy > 0) AS n_buyer, count(*) FILTER (WHERE n_buy >= 2) AS n_repeat
+  FROM iu GROUP BY item_id),
 x AS (SELECT *, CASE WHEN category IS NOT NULL
         THEN median(price) OVER (PARTITION BY category) END AS cat_median FROM it)
 SELECT x.item_id,
