@@ -175,19 +175,22 @@ class Pipeline:
                 info | {"positives": positives},
             )
         t_users, v_users = D.split_users(data["user_id"], p.valid_share, derive_seed(seed, "valid"))
-        tr = data.join(t_users.to_frame(), on="user_id", how="semi")
-        va = data.join(v_users.to_frame(), on="user_id", how="semi")
         features = [
             c for c, t in data.schema.items() if c not in ("user_id", "item_id", LABEL) and t.is_numeric()
         ]
+        from recctl.ranking.ranker import RankerInputs, lightgbm
+
+        # the float32 matrices only: the training rows are freed before LightGBM bins its copy
+        tr = RankerInputs.of(data.join(t_users.to_frame(), on="user_id", how="semi"), features)
+        va = RankerInputs.of(data.join(v_users.to_frame(), on="user_id", how="semi"), features)
+        del data
         info |= {
             "train_users": t_users.len(),
             "valid_users": v_users.len(),
-            "train_rows": tr.height,
-            "positives": int(tr[LABEL].sum()),
+            "train_rows": len(tr.y),
+            "positives": int(tr.y.sum()),
             "features": len(features),
         }
-        from recctl.ranking.ranker import lightgbm
 
         try:
             with progress.stage("LightGBM fit"):

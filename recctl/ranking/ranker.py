@@ -52,7 +52,7 @@ class TrainedRanker:
     importances: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def score(self, frame: pl.DataFrame) -> np.ndarray:
-        x = frame.select(self.features).cast(pl.Float32).to_numpy()
+        x = matrix(frame, self.features)
         out: np.ndarray = self.booster.predict(x, num_iteration=self.best_iteration or None)
         return out
 
@@ -121,6 +121,29 @@ def lightgbm() -> Any:
     return lgb
 
 
+def matrix(frame: pl.DataFrame, features: list[str]) -> np.ndarray:
+    """``frame``'s ``features`` as a row-major float32 matrix (what LightGBM reads without a copy), filled
+    one column at a time: no cast copy of the whole frame beside it."""
+    x = np.empty((frame.height, len(features)), dtype=np.float32)
+    for j, name in enumerate(features):
+        x[:, j] = frame[name].cast(pl.Float32).to_numpy()
+    return x
+
+
+@dataclass
+class RankerInputs:
+    """What LightGBM learns from: the feature matrix, the labels and the group sizes (users in order)."""
+
+    x: np.ndarray
+    y: np.ndarray
+    group: np.ndarray
+
+    @classmethod
+    def of(cls, frame: pl.DataFrame, features: list[str]) -> RankerInputs:
+        """From training rows sorted by user with a ``label`` column."""
+        return cls(matrix(frame, features), frame[LABEL].to_numpy(), _groups(frame))
+
+
 def _groups(frame: pl.DataFrame) -> np.ndarray:
     """Group sizes of a frame sorted by user (LightGBM wants contiguous groups)."""
     sizes = frame.group_by("user_id", maintain_order=True).len()["len"].to_numpy()
@@ -128,9 +151,10 @@ def _groups(frame: pl.DataFrame) -> np.ndarray:
 
 
 def train_ranker(
-    train: pl.DataFrame, valid: pl.DataFrame | None, features: list[str], params: LGBMParams, seed: int
+    train: RankerInputs, valid: RankerInputs | None, features: list[str], params: LGBMParams, seed: int
 ) -> TrainedRanker:
-    """Fit LambdaRank on ``train`` (rows sorted by user, a ``label`` column), early-stopped on ``valid``."""
+    """Fit LambdaRank on ``train``, early-stopped on ``valid`` (the caller frees the frames they came
+    from: only the float32 matrices and LightGBM's binned copy are alive during the fit)."""
     lgb = lightgbm()
 
     model = lgb.LGBMRanker(
@@ -150,24 +174,25 @@ def train_ranker(
         n_jobs=params.threads or resources.cores(),
         verbose=-1,
     )
-    x = train.select(features).cast(pl.Float32).to_numpy()
-    y = train[LABEL].to_numpy()
-    fit_kw: dict[str, Any] = {"group": _groups(train), "feature_name": features}
-    if valid is not None and valid.height:
-        vx, vy = valid.select(features).cast(pl.Float32).to_numpy(), valid[LABEL].to_numpy()
+    fit_kw: dict[str, Any] = {"group": train.group, "feature_name": features}
+    if valid is not None and len(valid.y):
         # LightGBM 4.7 renamed eval_set to eval_X / eval_y; older versions only know eval_set
         new_api = "eval_X" in inspect.signature(model.fit).parameters
         fit_kw |= {
-            **({"eval_X": (vx,), "eval_y": (vy,)} if new_api else {"eval_set": [(vx, vy)]}),
-            "eval_group": [_groups(valid)],
+            **(
+                {"eval_X": (valid.x,), "eval_y": (valid.y,)}
+                if new_api
+                else {"eval_set": [(valid.x, valid.y)]}
+            ),
+            "eval_group": [valid.group],
             "eval_at": [params.eval_at],
             "callbacks": [lgb.early_stopping(params.early_stopping, verbose=False)],
         }
-    model.fit(x, y, **fit_kw)
+    model.fit(train.x, train.y, **fit_kw)
     booster = model.booster_
     best = int(model.best_iteration_ or 0)
     valid_ndcg = None
-    if valid is not None and valid.height and model.best_score_:
+    if valid is not None and len(valid.y) and model.best_score_:
         valid_ndcg = float(next(iter(model.best_score_["valid_0"].values())))
     gain = booster.feature_importance(importance_type="gain", iteration=best or None)
     split = booster.feature_importance(importance_type="split", iteration=best or None)
