@@ -363,3 +363,46 @@ def test_buckets_of_users_give_the_same_frames(fs: FeatureSet, shop: Path) -> No
     assert whole.user.height > 1000 and whole.user_category.height > whole.user.height
     assert_same_features(whole, parts)
     assert parts.user["user_id"].is_sorted() and parts.user_item["user_id"].is_sorted()
+
+
+KEYS = {"user": ["user_id"], "item": ["item_id"], "user_item": ["user_id", "item_id"],
+        "user_brand": ["user_id", "brand"], "user_category": ["user_id", "category"],
+        "item_attrs": ["item_id"], "user_last": ["user_id"]}  # fmt: skip
+
+
+def test_the_command_streams_buckets_from_the_warehouse_into_the_frames_build_gives(
+    shop: Path, tmp_path: Path
+) -> None:
+    """``recctl features`` builds from the warehouse one bucket of users at a time (the shop-wide tables
+    over a view of the events): its stored snapshot and online tables equal ``build`` over the loaded
+    frames, however many buckets."""
+    import shutil
+
+    from recctl.data import load_interactions, load_items
+    from recctl.features.store import stream_features
+
+    db = tmp_path / "wh.duckdb"
+    shutil.copy(shop, db)
+    con = duckdb.connect(str(db))
+    try:
+        as_of = datetime(2026, 9, 1)
+        for table in ("online_user_features", "online_item_features"):  # another test's newer snapshot
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+        # ties in time: 30 users' last event again, on another item, with a later event key, which must win
+        con.execute("""INSERT INTO events SELECT * REPLACE (event_key + 1 AS event_key,
+            (SELECT min(item_id) FROM items) AS item_id) FROM events WHERE user_id IS NOT NULL AND ts < '2026-09-01'
+            QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY ts DESC, event_key DESC) = 1 LIMIT 30""")
+        want = build(load_interactions(con), load_items(con), as_of)
+        first = con.sql("SELECT min(item_id) FROM items").fetchall()[0][0]
+        assert want.user_last.filter(pl.col("item_id") == first).height >= 30
+        n = con.sql("SELECT count(*) FROM events WHERE ts < ?", params=[as_of]).fetchall()[0][0]
+        meta = stream_features(con, as_of, want.windows, bucket_events=n // 6)
+        assert meta["buckets"] >= 5 and meta["users"] == want.user.height and meta["online"] is True
+        got = load_feature_set(con, as_of)
+        for name, frame in want.tables().items():
+            assert_frame_equal(got.tables()[name].sort(KEYS[name]), frame.sort(KEYS[name]), check_exact=False,
+                               rel_tol=1e-9, abs_tol=1e-12)  # fmt: skip
+        online = con.sql("SELECT * EXCLUDE (as_of) FROM online_user_features ORDER BY user_id").pl()
+        assert_frame_equal(online, want.user)
+    finally:
+        con.close()

@@ -114,15 +114,21 @@ def ts_literal(ts: datetime) -> str:
 
 
 @contextmanager
-def session(as_of: datetime, frames: dict[str, pl.DataFrame]) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A private in-memory DuckDB connection with ``frames`` registered by name and the macro
-    ``days_before(t)`` = days from ``t`` to ``as_of`` (fractional)."""
-    con = duckdb.connect()
+def session(
+    as_of: datetime, frames: dict[str, pl.DataFrame], con: duckdb.DuckDBPyConnection | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A DuckDB connection with ``frames`` registered by name and the temporary macro ``days_before(t)`` =
+    days from ``t`` to ``as_of`` (fractional): a private in-memory one, or ``con`` (a cursor of the
+    warehouse, whose temporary tables are its own), closed at the end either way."""
+    own = con is None
+    con = duckdb.connect() if con is None else con
     try:
-        resources.configure_private(con)
-        con.execute("SET enable_progress_bar = false")
+        if own:
+            resources.configure_private(con)
+            con.execute("SET enable_progress_bar = false")
         con.execute(
-            f"CREATE MACRO days_before(t) AS (epoch_us({ts_literal(as_of)}) - epoch_us(t)) / 86400000000.0"
+            "CREATE OR REPLACE TEMP MACRO days_before(t) AS "
+            f"(epoch_us({ts_literal(as_of)}) - epoch_us(t)) / 86400000000.0"
         )
         for name, frame in frames.items():
             con.register(name, frame)

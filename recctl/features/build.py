@@ -156,13 +156,14 @@ QUALIFY row_number() OVER (PARTITION BY user_id ORDER BY ts DESC, __r DESC) = 1 
 ITEM_ATTRS = "SELECT item_id, brand, category, depth, prefixes, price, discount_pct FROM it ORDER BY item_id"
 
 
-def with_cycles(
-    long: dict[str, pl.DataFrame], events: pl.DataFrame, items: pl.DataFrame
-) -> dict[str, pl.DataFrame]:
-    """``user_item`` and ``item_attrs`` with the repurchase cycles (recctl.candidates._cycles, the model the
-    ``repeat`` generator uses): per (user, item) ``n_baskets`` (purchase occasions), ``last_buy_ts``,
-    ``cycle_days`` and ``cycle_sigma`` (the user's blended cycle); per item its own ``cycle_days`` /
-    ``cycle_sigma`` (backed off to the category, then the shop)."""
+Bucket = tuple[str | None, str | None]  # [lo, hi) of user_id; None: unbounded
+
+
+def cycles(events: pl.DataFrame, items: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The repurchase cycles (recctl.candidates._cycles, the model the ``repeat`` generator uses) as feature
+    columns: per (user, item) ``n_baskets`` (purchase occasions), ``last_buy_ts``, ``cycle_days`` and
+    ``cycle_sigma`` (the user's blended cycle); per item its own ``cycle_days`` / ``cycle_sigma`` (backed
+    off to the category, then the shop). Only purchases count: ``events`` may hold only those."""
     from recctl.candidates._cycles import purchase_cycles
 
     cyc = purchase_cycles(events, items)
@@ -174,11 +175,7 @@ def with_cycles(
         cycle_days="cycle_days",
         cycle_sigma="log_sigma",
     )
-    it = cyc.item.select("item_id", cycle_days="cycle_days", cycle_sigma="log_sigma")
-    return long | {
-        "user_item": long["user_item"].join(ui, on=["user_id", "item_id"], how="left", maintain_order="left"),
-        "item_attrs": long["item_attrs"].join(it, on="item_id", how="left", maintain_order="left"),
-    }
+    return ui, cyc.item.select("item_id", cycle_days="cycle_days", cycle_sigma="log_sigma")
 
 
 def prepare_events(events: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
@@ -188,39 +185,100 @@ def prepare_events(events: pl.DataFrame, as_of: datetime) -> pl.DataFrame:
     return ev.filter(pl.col("ts") < naive_utc(as_of), pl.col("user_id").is_not_null())
 
 
-def user_ranges(con: duckdb.DuckDBPyConnection, n_events: int, bucket_events: int) -> list[str]:
-    """The SQL conditions on ``user_id`` of the buckets of ``ev_in``: contiguous user_id ranges of about
-    ``bucket_events`` events each (one bucket, ``TRUE``, when all fit)."""
-    n = max(1, -(-n_events // max(1, bucket_events)))
-    if n == 1:
-        return ["TRUE"]
-    qs = ", ".join(str(k / n) for k in range(1, n))
-    cuts = con.sql(
-        f"SELECT DISTINCT unnest(quantile_disc(user_id, [{qs}])) AS c FROM ev_in ORDER BY c"
-    ).fetchall()
-    bounds = [None, *(r[0] for r in cuts), None]
-    conds = []
-    for lo, hi in itertools.pairwise(bounds):
-        parts = [
-            f"user_id >= {_quote(lo)}" if lo is not None else "",
-            f"user_id < {_quote(hi)}" if hi is not None else "",
-        ]
-        conds.append(" AND ".join(x for x in parts if x) or "TRUE")
-    return conds
+def user_buckets(con: duckdb.DuckDBPyConnection, n_events: int, bucket_events: int) -> list[Bucket]:
+    """Contiguous user_id ranges of ``ev_in`` of about ``bucket_events`` events each (whole users; one
+    unbounded range when all fit), cut on the users' running event count: memory grows with the users,
+    not the events."""
+    if n_events <= bucket_events:
+        return [(None, None)]
+    cuts = con.sql(f"""
+WITH u AS (SELECT user_id, count(*) AS n FROM ev_in GROUP BY user_id),
+c AS (SELECT user_id, sum(n) OVER (ORDER BY user_id ROWS UNBOUNDED PRECEDING) AS cum FROM u)
+SELECT min(user_id) AS lo FROM c GROUP BY (cum - 1) // {max(1, int(bucket_events))} ORDER BY lo""").fetchall()
+    return list(itertools.pairwise([None, *(r[0] for r in cuts[1:]), None]))
+
+
+def in_bucket_sql(bucket: Bucket) -> str:
+    lo, hi = bucket
+    parts = [
+        f"user_id >= {_quote(lo)}" if lo is not None else "",
+        f"user_id < {_quote(hi)}" if hi is not None else "",
+    ]
+    return " AND ".join(x for x in parts if x) or "TRUE"
+
+
+def in_bucket(bucket: Bucket) -> pl.Expr:
+    lo, hi = bucket
+    expr = pl.lit(True)
+    if lo is not None:
+        expr = expr & (pl.col("user_id") >= lo)
+    if hi is not None:
+        expr = expr & (pl.col("user_id") < hi)
+    return expr
 
 
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _users(con: duckdb.DuckDBPyConnection, windows: tuple[int, ...]) -> dict[str, pl.DataFrame]:
-    """The user-level tables over the staged bucket ``ev``."""
-    out = {name: con.sql(sql).pl() for name, sql in LONG_TABLES.items()}
-    con.register("user_brand", out["user_brand"])
+def shop_tables(
+    con: duckdb.DuckDBPyConnection, windows: tuple[int, ...], as_of: datetime, *, stage_all: bool
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Stage ``it`` and ``ev_all`` (a table when ``stage_all``, else a view) from ``ev_in`` / ``it_in`` and
+    the shop-wide tables; returns the item features and attributes (without cycles)."""
+    con.execute(STAGE_ITEMS)
+    con.execute(_stage_events("TABLE" if stage_all else "VIEW"))
+    for sql in SHOP_TABLES:
+        con.execute(sql)
+    return con.sql(item_query(windows, as_of)).pl(), con.sql(ITEM_ATTRS).pl()
+
+
+def bucket_tables(
+    con: duckdb.DuckDBPyConnection,
+    windows: tuple[int, ...],
+    bucket: Bucket,
+    cycles_ui: pl.DataFrame,
+    *,
+    only: bool,
+) -> dict[str, pl.DataFrame]:
+    """The user-level tables of one bucket (``only``: the bucket is every user; ``ev`` is then a view of
+    the staged ``ev_all``), the user × item table with the pair's cycle and ``u_repeat_share``."""
+    kind = "VIEW" if only else "TABLE"
+    con.execute(f"CREATE OR REPLACE TEMP {kind} ev AS SELECT * FROM ev_all WHERE {in_bucket_sql(bucket)}")
     try:
-        out["user"] = con.sql(user_query(windows)).pl()
+        out = {name: con.sql(sql).pl() for name, sql in LONG_TABLES.items()}
+        con.register("user_brand", out["user_brand"])
+        try:
+            out["user"] = con.sql(user_query(windows)).pl()
+        finally:
+            con.unregister("user_brand")
     finally:
-        con.unregister("user_brand")
+        con.execute(f"DROP {kind} ev")
+    ui = cycles_ui if only else cycles_ui.filter(in_bucket(bucket))
+    out["user_item"] = out["user_item"].join(ui, on=["user_id", "item_id"], how="left", maintain_order="left")
+    n = pl.col("n_baskets").fill_null(0)
+    share = (
+        out["user_item"]
+        .group_by("user_id")
+        .agg(u_repeat_share=((n - 1).clip(0).sum() / n.sum().clip(1)).cast(pl.Float32))
+    )
+    out["user"] = out["user"].join(share, on="user_id", how="left", maintain_order="left")
+    return out
+
+
+def item_tables(
+    item: pl.DataFrame, item_attrs: pl.DataFrame, cycles_item: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The item features with ``i_cycle_days`` and the attributes with the item's cycle."""
+    attrs = item_attrs.join(cycles_item, on="item_id", how="left", maintain_order="left")
+    cycle = attrs.select("item_id", i_cycle_days=pl.col("cycle_days").cast(pl.Float32))
+    return item.join(cycle, on="item_id", how="left", maintain_order="left"), attrs
+
+
+def checked_windows(windows: tuple[int, ...]) -> tuple[int, ...]:
+    out = tuple(sorted({int(w) for w in windows}))
+    if not out or out[0] < 1:
+        raise ValueError(f"feature windows are positive day counts, not {windows}")
     return out
 
 
@@ -240,36 +298,16 @@ def build(
     built per bucket of about ``bucket_events`` events (the same frames for any value; see the module doc).
     """
     as_of = naive_utc(as_of)
-    windows = tuple(sorted({int(w) for w in windows}))
-    if not windows or windows[0] < 1:
-        raise ValueError(f"feature windows are positive day counts, not {windows}")
+    windows = checked_windows(windows)
     ev_in = prepare_events(events, as_of)
     it_in = ensure_columns(items, ITEM_SCHEMA)
+    cyc_ui, cyc_item = cycles(ev_in, it_in)
     with session(as_of, {"ev_in": ev_in, "it_in": it_in}) as con:
-        ranges = user_ranges(con, ev_in.height, bucket_events)
-        con.execute(STAGE_ITEMS)
-        con.execute(_stage_events("TABLE" if len(ranges) == 1 else "VIEW"))
-        for sql in SHOP_TABLES:
-            con.execute(sql)
-        item = con.sql(item_query(windows, as_of)).pl()
-        item_attrs = con.sql(ITEM_ATTRS).pl()
-        parts: list[dict[str, pl.DataFrame]] = []
-        for cond in ranges:
-            kind = "VIEW" if len(ranges) == 1 else "TABLE"
-            con.execute(f"CREATE OR REPLACE TEMP {kind} ev AS SELECT * FROM ev_all WHERE {cond}")
-            parts.append(_users(con, windows))
-            con.execute(f"DROP {kind} ev")
+        buckets = user_buckets(con, ev_in.height, bucket_events)
+        only = len(buckets) == 1
+        item, item_attrs = shop_tables(con, windows, as_of, stage_all=only)
+        parts = [bucket_tables(con, windows, b, cyc_ui, only=only) for b in buckets]
+    item, item_attrs = item_tables(item, item_attrs, cyc_item)
     users = {name: pl.concat([p[name] for p in parts], rechunk=False) for name in parts[0]}
     del parts
-    user = users.pop("user")
-    long = with_cycles(users | {"item_attrs": item_attrs}, ev_in, it_in)
-    n = pl.col("n_baskets").fill_null(0)
-    share = (
-        long["user_item"]
-        .group_by("user_id")
-        .agg(u_repeat_share=((n - 1).clip(0).sum() / n.sum().clip(1)).cast(pl.Float32))
-    )
-    user = user.join(share, on="user_id", how="left", maintain_order="left")
-    cycle = long["item_attrs"].select("item_id", i_cycle_days=pl.col("cycle_days").cast(pl.Float32))
-    item = item.join(cycle, on="item_id", how="left", maintain_order="left")
-    return FeatureSet(as_of=as_of, user=user, item=item, windows=windows, **long)
+    return FeatureSet(as_of=as_of, item=item, item_attrs=item_attrs, windows=windows, **users)

@@ -61,7 +61,7 @@ PAIR_FEATURES: tuple[Feature, ...] = (
 
 #: Repeat purchases (the repurchase-cycle model of recctl.candidates._cycles over the user's purchase
 #: occasions: orders, else sessions, else days): what lets the ranker tell a due staple from a one-off.
-#: ``u_repeat_share`` and ``i_cycle_days`` are columns of the user and item tables (``build.with_cycles``).
+#: ``u_repeat_share`` and ``i_cycle_days`` are columns of the user and item tables (``build.cycles``).
 REPEAT_USER_FEATURES: tuple[Feature, ...] = (
     Feature(
         "u_repeat_share", "u.u_repeat_share", "share of the user's purchase occasions that re-bought an item"
