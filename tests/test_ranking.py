@@ -252,19 +252,19 @@ def test_training_candidates_in_user_blocks_and_sampled_users(monkeypatch: pytes
     memory): the rows are the same as in one block. ``max_users`` caps the users the ranker learns from,
     and training.json reports the cap and the sample's size."""
     from recctl.evaluate.splits import leave_one_out
-    from recctl.ranking import pipeline as P
+    from recctl.ranking import training as T
 
     train = leave_one_out(_two_kinds_of_users()).train
     params = {**TestPipeline.params, "features": False}
 
     def data(**extra: Any) -> tuple[pl.DataFrame, pl.DataFrame]:
         pipe = build_model(CandidateSpec(name="ranked", kind="pipeline", params=params | extra))
-        _, cands, rows = pipe.training_data(train, seed=1, items=None)  # type: ignore[attr-defined]
+        _, cands, rows = T.training_data(pipe, train, seed=1, items=None)  # type: ignore[arg-type]
         return cands, rows
 
-    monkeypatch.setattr(P, "CANDIDATE_USERS", 10**9)
+    monkeypatch.setattr(T, "CANDIDATE_USERS", 10**9)
     whole = data()
-    monkeypatch.setattr(P, "CANDIDATE_USERS", 7)
+    monkeypatch.setattr(T, "CANDIDATE_USERS", 7)
     blocked = data()
     assert whole[0].height > 1000 and whole[0]["user_id"].n_unique() > 100
     assert whole[0].equals(blocked[0]) and whole[1].equals(blocked[1])

@@ -193,12 +193,12 @@ def test_a_ranker_that_learned_nothing_is_not_served() -> None:
 
 
 def test_lightgbm_errors_become_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
-    import recctl.ranking.pipeline as P
+    import recctl.ranking.training as T
 
     def broken(*a: Any, **k: Any) -> None:
         raise ValueError("Number of rows in group > 10000")
 
-    monkeypatch.setattr(P, "train_ranker", broken)
+    monkeypatch.setattr(T, "train_ranker", broken)
     pipe = pipeline(min_label_users=1, min_positives=1, fallback="blend")
     pipe.fit(minutes_of_events(), seed=1)
     assert (

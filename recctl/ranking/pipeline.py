@@ -7,7 +7,8 @@ evaluation harness measures it exactly like any single generator, on the same sp
 1. splits ``train`` once more (``dataset.label_split``): history and labels;
 2. fits every generator on the history, merges their top ``n_per_generator`` for the labelled users,
    describes each (user, candidate) by the candidate columns and the feature store's features as of the
-   label cutoff, labels it and trains LambdaRank (early stopping on a share of the users);
+   label cutoff, labels it and trains LambdaRank (early stopping on a share of the users): steps 1-2 are
+   ``training.py``;
 3. fits the generators again on all of ``train`` (or takes ``fitted`` ones, already fitted on exactly
    that frame) and the features as of the end of ``train``: what ``for_users`` ranks with.
 """
@@ -28,15 +29,12 @@ from pydantic import Field
 
 from recctl import progress
 from recctl.candidates.base import CandidateGenerator, Params, build, rank_top, release_memory
-from recctl.ranking import dataset as D
-from recctl.ranking.merge import candidate_columns, merge, proposals, propose, source_names
-from recctl.ranking.ranker import LABEL, LGBMParams, TrainedRanker, train_ranker
+from recctl.ranking import training
+from recctl.ranking.merge import candidate_columns, propose, source_names
+from recctl.ranking.ranker import LGBMParams, TrainedRanker
 from recctl.seeds import derive_seed
 
 log = logging.getLogger(__name__)
-#: label users whose candidates one generator proposes at once in training (a user's list does not depend
-#: on the others'; 2,000 users at once cost co-occurrence 1 GB of scores on Complete Journey)
-CANDIDATE_USERS = 500
 
 
 class GeneratorSpec(Params):
@@ -115,7 +113,7 @@ class Pipeline:
         generators it fits on the history are freed before it returns, so a caller that fits the final
         generators afterwards (``recctl train``) never holds both sets at once."""
         self.ranker = None
-        self.info = self._fit_ranker(train, seed, items)
+        self.info = training.fit_ranker(self, train, seed, items)
 
     def finish(
         self, train: pl.DataFrame, *, seed: int, items: pl.DataFrame | None = None,
@@ -127,7 +125,7 @@ class Pipeline:
         p = self.params
         final = dict(fitted or {})
         missing = [g for g in p.generators if g.name not in final]
-        final |= self._fit_generators(train, seed, items, "final", missing)
+        final |= self.fit_generators(train, seed, items, "final", missing)
         self.generators = {g.name: final[g.name] for g in p.generators}
         if end_features:
             self.features_at_end(train, items)
@@ -140,143 +138,10 @@ class Pipeline:
             self.features = self._feature_set(train, items, _after(train))
         self.as_of = _after(train)
 
-    def _fit_ranker(self, train: pl.DataFrame, seed: int, items: pl.DataFrame | None) -> dict[str, Any]:
-        """Train the ranker into ``self.ranker`` and say what it learned from; or leave it None and say
-        why the pipeline serves its fallback (too few labels, a LightGBM that cannot fit or that learned
-        nothing): a model fit on one user with all scores tied must never be served as a ranker."""
-        p = self.params
-        try:
-            split, cands, data = self.training_data(train, seed=seed, items=items)
-        except D.NoLabels as exc:
-            return self._fallback(None, None, str(exc), {})
-        learners = data["user_id"].n_unique()  # users with a positive among their candidates
-        positives = int(data[LABEL].sum()) if data.height else 0
-        n_label = split.labels["user_id"].n_unique()
-        info: dict[str, Any] = {
-            "label_split": split.how,
-            "label_as_of": split.as_of.isoformat(),
-            "label_users": n_label,
-            # the seeded sample of them the ranker learns from ([ranker] params.max_users, 0 = all of them;
-            # D.sample_users)
-            "max_users": p.max_users,
-            "sampled_users": n_label if p.max_users <= 0 else min(n_label, p.max_users),
-            "learning_users": learners,
-            "candidate_recall": _recall(
-                cands, split.labels.join(cands.select("user_id").unique(), on="user_id")
-            ),
-        }
-        if learners < p.min_label_users or positives < p.min_positives:
-            return self._fallback(
-                cands,
-                split.labels,
-                f"{learners} users with {positives} positives among their candidates, below the "
-                f"minimum of {p.min_label_users} users and {p.min_positives} positives "
-                "([ranker] min_label_users / min_positives)",
-                info | {"positives": positives},
-            )
-        t_users, v_users = D.split_users(data["user_id"], p.valid_share, derive_seed(seed, "valid"))
-        features = [
-            c for c, t in data.schema.items() if c not in ("user_id", "item_id", LABEL) and t.is_numeric()
-        ]
-        from recctl.ranking.ranker import RankerInputs, lightgbm
-
-        # the float32 matrices only: the training rows are freed before LightGBM bins its copy
-        tr = RankerInputs.of(data.join(t_users.to_frame(), on="user_id", how="semi"), features)
-        va = RankerInputs.of(data.join(v_users.to_frame(), on="user_id", how="semi"), features)
-        del data
-        info |= {
-            "train_users": t_users.len(),
-            "valid_users": v_users.len(),
-            "train_rows": len(tr.y),
-            "positives": int(tr.y.sum()),
-            "features": len(features),
-        }
-
-        try:
-            with progress.stage("LightGBM fit"):
-                ranker = train_ranker(tr, va, features, p.lgbm, derive_seed(seed, "lgbm"))
-        except (ValueError, lightgbm().basic.LightGBMError) as exc:
-            return self._fallback(
-                cands, split.labels, f"LightGBM could not fit: {str(exc).strip()[:200]}", info
-            )
-        if not any(v["splits"] for v in ranker.importances.values()):
-            return self._fallback(
-                cands,
-                split.labels,
-                "the ranker learned nothing: every tree is one leaf, all scores tied",
-                info,
-            )
-        self.ranker = ranker
-        return info | {"best_iteration": ranker.best_iteration, "valid_ndcg": ranker.valid_ndcg}
-
-    def _fallback(
-        self, cands: pl.DataFrame | None, labels: pl.DataFrame | None, reason: str, info: dict[str, Any]
-    ) -> dict[str, Any]:
-        """The info of a pipeline without a ranker: what it serves instead and why. ``best`` is decided
-        on the ranker's own labels (the training view's label window: nothing of an evaluation's test)."""
-        fallback = self.params.fallback
-        extra: dict[str, Any] = {}
-        if fallback == "best":
-            hits = self._label_hits(cands, labels)
-            top = max(hits.values(), default=0)
-            winners = [g for g, v in hits.items() if v == top]
-            fallback = winners[0] if top > 0 and len(winners) == 1 else "blend"
-            extra = {"fallback_hits@10": hits}
-        log.info("%s: no ranker (%s): serving %s", self.name, reason, fallback)
-        return info | {"fallback": fallback, "fallback_reason": reason, **extra}
-
-    def _label_hits(self, cands: pl.DataFrame | None, labels: pl.DataFrame | None) -> dict[str, int]:
-        """Per generator, how many labels it ranked in its top 10 for the labelled users."""
-        if cands is None or labels is None or cands.height == 0:
-            return {}
-        from recctl.ranking.merge import column_stem
-
-        found = cands.join(
-            labels.select("user_id", "item_id").unique(), on=["user_id", "item_id"], how="semi"
-        )
-        return {
-            g.name: int(found.filter(pl.col(f"{column_stem(g.name)}_rank") <= 10).height)
-            for g in self.params.generators
-        }
-
     @property
     def fallback(self) -> str | None:
         """What the pipeline serves instead of a ranker (None: it has a ranker)."""
         return None if self.ranker is not None else self.info.get("fallback")
-
-    def training_data(
-        self, train: pl.DataFrame, *, seed: int, items: pl.DataFrame | None
-    ) -> tuple[D.LabelSplit, pl.DataFrame, pl.DataFrame]:
-        """(label split, merged candidates, labelled and described training rows sorted by user)."""
-        p = self.params
-        with progress.stage("label split"):
-            split = D.label_split(train, p.label, p.label_window, p.target_events)
-        users = D.sample_users(split.labels["user_id"], p.max_users, derive_seed(seed, "users"))
-        seen = split.history.select("user_id", "item_id").unique() if p.filter_seen else None
-        # one generator at a time: fitted on the history, its candidates taken, then freed (all of them
-        # alive at once were 0.7 GB of models on Complete Journey)
-        blocks = [users.slice(lo, CANDIDATE_USERS) for lo in range(0, users.len(), CANDIDATE_USERS)] or [
-            users
-        ]
-        seen_of = _by_block(seen, blocks)
-        del seen
-        per_block: list[list[pl.DataFrame]] = [[] for _ in blocks]  # each block's proposals per generator
-        for i, spec in enumerate(p.generators, 1):
-            gen = self._fit_generators(split.history, seed, items, "history", [spec], i)[spec.name]
-            with progress.stage(f"candidates of {spec.name} for {users.len()} label users"):
-                for got, b, s in zip(per_block, blocks, seen_of, strict=True):
-                    got.append(proposals(gen, spec.name, b, p.n_per_generator, s))
-            del gen
-            release_memory()
-        cands = _merged(per_block, [g.name for g in p.generators])
-        data = D.label_candidates(cands, split.labels)
-        data = D.sample_negatives(
-            data, hard_rank=p.hard_rank, negatives=p.negatives, seed=derive_seed(seed, "neg")
-        )
-        with progress.stage("features"):
-            data = self._describe(data, split.history, items, split.as_of)
-            data = data.sort("user_id", maintain_order=True)
-        return split, cands, data
 
     def _keep_for_rules(self, train: pl.DataFrame, items: pl.DataFrame | None) -> None:
         if self.params.rules is None:
@@ -290,7 +155,7 @@ class Pipeline:
         self.history = train.filter(pl.col("event_type").is_in(types))
         self.catalog = items if items is not None else pl.DataFrame({"item_id": train["item_id"].unique()})
 
-    def _fit_generators(
+    def fit_generators(
         self, events: pl.DataFrame, seed: int, items: pl.DataFrame | None, stage: str,
         specs: list[GeneratorSpec] | None = None, number: int | None = None,
     ) -> dict[str, CandidateGenerator]:  # fmt: skip
@@ -315,7 +180,7 @@ class Pipeline:
 
         return build_features(events, items, as_of)
 
-    def _describe(
+    def describe(
         self, cands: pl.DataFrame, events: pl.DataFrame, items: pl.DataFrame | None, as_of: datetime
     ) -> pl.DataFrame:
         fs = self._feature_set(events, items, as_of)
@@ -497,41 +362,7 @@ def serves(fallback: str) -> str:
     return "the blend of its generators" if fallback == "blend" else f"generator {fallback}'s list"
 
 
-def _by_block(seen: pl.DataFrame | None, blocks: list[pl.Series]) -> list[pl.DataFrame | None]:
-    """``seen`` cut to each block's users, in one join: a generator handed every label user's seen items
-    for a block of 500 spent its time on the others' (popular's cross join grows with the most items any
-    of them saw; 95 s for 30,000 users at 10 M events). A user's list depends on their own rows alone."""
-    if seen is None:
-        return [None] * len(blocks)
-    tags = pl.concat(
-        [b.to_frame("user_id").with_columns(_block=pl.lit(i, pl.UInt32)) for i, b in enumerate(blocks)]
-    )
-    groups = seen.join(tags, on="user_id", how="inner").partition_by(
-        "_block", as_dict=True, include_key=False
-    )
-    empty = seen.clear()
-    return [groups.get((i,), empty) for i in range(len(blocks))]
-
-
-def _merged(per_block: list[list[pl.DataFrame]], names: list[str]) -> pl.DataFrame:
-    """``merge`` of each block's proposals (the blocks hold disjoint users), emptied block by block: the
-    outer joins over every label user at once were the peak of an Amazon Beauty evaluation (3.6 GB)."""
-    merged = [merge(per_block.pop(0), names) for _ in range(len(per_block))]
-    found = [m for m in merged if m.height]
-    if len(found) <= 1:
-        return found[0] if found else merged[0]
-    return pl.concat(found).sort("user_id", "item_id")
-
-
 def _after(events: pl.DataFrame) -> datetime:
     last = events["ts"].max()
     assert isinstance(last, datetime)
     return last + timedelta(microseconds=1)
-
-
-def _recall(cands: pl.DataFrame, labels: pl.DataFrame) -> float:
-    """Share of the labels found among the candidates (stage-1 recall of the merged lists)."""
-    if labels.height == 0:
-        return 0.0
-    hit = labels.join(cands.select("user_id", "item_id"), on=["user_id", "item_id"], how="semi").height
-    return round(hit / labels.height, 4)
