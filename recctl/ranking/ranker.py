@@ -121,12 +121,15 @@ def lightgbm() -> Any:
     return lgb
 
 
-def matrix(frame: pl.DataFrame, features: list[str]) -> np.ndarray:
-    """``frame``'s ``features`` as a column-major float32 matrix (LightGBM ≥ 4 reads it without a copy),
-    filled one column at a time: no cast copy of the whole frame beside it."""
-    x = np.empty((frame.height, len(features)), dtype=np.float32, order="F")
+def matrix(frame: pl.DataFrame, features: list[str], mask: pl.Series | None = None) -> np.ndarray:
+    """``frame``'s ``features`` (only the rows of ``mask`` when given) as a column-major float32 matrix
+    (LightGBM ≥ 4 reads it without a copy), filled one column at a time: no cast or filtered copy of the
+    whole frame beside it."""
+    height = frame.height if mask is None else int(mask.sum())
+    x = np.empty((height, len(features)), dtype=np.float32, order="F")
     for j, name in enumerate(features):
-        x[:, j] = frame[name].cast(pl.Float32).to_numpy()
+        col = frame[name] if mask is None else frame[name].filter(mask)
+        x[:, j] = col.cast(pl.Float32).to_numpy()
     return x
 
 
@@ -139,9 +142,13 @@ class RankerInputs:
     group: np.ndarray
 
     @classmethod
-    def of(cls, frame: pl.DataFrame, features: list[str]) -> RankerInputs:
-        """From training rows sorted by user with a ``label`` column."""
-        return cls(matrix(frame, features), frame[LABEL].to_numpy(), _groups(frame))
+    def of(cls, frame: pl.DataFrame, features: list[str], users: pl.Series | None = None) -> RankerInputs:
+        """From training rows sorted by user with a ``label`` column; only the rows of ``users`` when given
+        (in the frame's order)."""
+        mask = None if users is None else frame["user_id"].is_in(users)
+        keys = frame.select("user_id", LABEL)
+        keys = keys if mask is None else keys.filter(mask)
+        return cls(matrix(frame, features, mask), keys[LABEL].to_numpy(), _groups(keys))
 
 
 def _groups(frame: pl.DataFrame) -> np.ndarray:

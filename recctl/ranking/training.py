@@ -97,8 +97,8 @@ def fit_ranker(pipe: Pipeline, train: pl.DataFrame, seed: int, items: pl.DataFra
     from recctl.ranking.ranker import RankerInputs, lightgbm
 
     # the float32 matrices only: the training rows are freed before LightGBM bins its copy
-    tr = RankerInputs.of(data.join(t_users.to_frame(), on="user_id", how="semi"), features)
-    va = RankerInputs.of(data.join(v_users.to_frame(), on="user_id", how="semi"), features)
+    tr = RankerInputs.of(data, features, t_users)
+    va = RankerInputs.of(data, features, v_users)
     del data
     info |= {
         "train_users": t_users.len(),
