@@ -145,7 +145,7 @@ class RankerInputs:
     def of(cls, frame: pl.DataFrame, features: list[str], users: pl.Series | None = None) -> RankerInputs:
         """From training rows sorted by user with a ``label`` column; only the rows of ``users`` when given
         (in the frame's order)."""
-        mask = None if users is None else frame["user_id"].is_in(users)
+        mask = None if users is None else frame["user_id"].is_in(users.implode())
         keys = frame.select("user_id", LABEL)
         keys = keys if mask is None else keys.filter(mask)
         return cls(matrix(frame, features, mask), keys[LABEL].to_numpy(), _groups(keys))
