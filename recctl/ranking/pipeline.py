@@ -31,7 +31,7 @@ from recctl import progress
 from recctl.candidates.base import CandidateGenerator, Params, build, rank_top, release_memory
 from recctl.ranking import training
 from recctl.ranking.merge import candidate_columns, propose, source_names
-from recctl.ranking.ranker import LGBMParams, TrainedRanker
+from recctl.ranking.ranker import LGBMParams, TrainedRanker, matrix
 from recctl.seeds import derive_seed
 
 log = logging.getLogger(__name__)
@@ -246,15 +246,22 @@ class Pipeline:
             cands = propose(self.generators, chunk, max(n, self.params.n_per_generator), ex)
             if cands.height == 0:
                 continue
+            src = (
+                cands.select("user_id", "item_id", sources=source_names(list(self.generators)))
+                if sources
+                else None
+            )
             if self.ranker is None:
                 scored = cands.select("user_id", "item_id", score=self._fallback_score())
             else:
                 described = self._with_features(cands, self.features)
-                scored = described.select("user_id", "item_id").with_columns(
-                    score=pl.Series(self.ranker.score(described), dtype=pl.Float64)
-                )
-            if sources:
-                src = cands.select("user_id", "item_id", sources=source_names(list(self.generators)))
+                scored = described.select("user_id", "item_id")
+                # the frames freed before LightGBM predicts: only the float32 matrix is alive beside it
+                x = matrix(described, self.ranker.features)
+                del described, cands
+                scored = scored.with_columns(score=pl.Series(self.ranker.predict(x), dtype=pl.Float64))
+                del x
+            if src is not None:
                 scored = scored.join(src, on=["user_id", "item_id"], how="left")
             yield scored.sort(["user_id", "score", "item_id"], descending=[False, True, False])
 

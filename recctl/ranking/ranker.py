@@ -51,8 +51,8 @@ class TrainedRanker:
     valid_ndcg: float | None
     importances: dict[str, dict[str, float]] = field(default_factory=dict)
 
-    def score(self, frame: pl.DataFrame) -> np.ndarray:
-        x = matrix(frame, self.features)
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Scores of a ``matrix`` of this ranker's features (the caller may free the frame first)."""
         out: np.ndarray = self.booster.predict(x, num_iteration=self.best_iteration or None)
         return out
 
