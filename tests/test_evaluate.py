@@ -178,12 +178,12 @@ def test_train_promotes_and_a_failed_gate_or_crash_leaves_the_promoted_run(
     assert not [p for p in runs.iterdir() if p.name.startswith(".tmp-")]
     monkeypatch.undo()
 
-    import recctl.ranking.pipeline
+    import recctl.ranking.training
 
     def ranker_fails(*a: object, **k: object) -> None:
         raise RuntimeError("lightgbm crashed")
 
-    monkeypatch.setattr(recctl.ranking.pipeline, "train_ranker", ranker_fails)
+    monkeypatch.setattr(recctl.ranking.training, "train_ranker", ranker_fails)
     good = cfg_file(shop, tmp_path, '[[candidates]]\nname = "pop"\nkind = "popular"\n')  # bad overwrote it
     r = cli("--config", good, "train")
     assert r.code == 1 and "lightgbm crashed" in r.stderr

@@ -195,7 +195,7 @@ def test_ingest_logs_each_file_with_its_counts(shop: tuple[Path, str]) -> None:
 @pytest.mark.parametrize(
     ("args", "command", "stage"),
     [
-        (("features",), "features", "build features"),
+        (("features",), "features", "user features"),
         (("prepare", "--dry-run"), "prepare", "filters"),
         (("segments", "apply"), "segments apply", "load events, items and users"),
     ],
