@@ -360,7 +360,7 @@ def test_six_concurrent_writers_serialize(tmp_path: Path) -> None:
     for code, _, err in outcomes:
         assert code in (0, 75), err
         if code == 75:
-            assert "locked by pid" in err or "open in other processes" in err, err
+            assert "locked by" in err or "open in other processes" in err, err  # pid, or "another process"
     loaded = {files[i].name for i, (code, _, _) in enumerate(outcomes) if code == 0}
     assert loaded
     expected = sum(200 + i for i in range(6) if files[i].name in loaded)
@@ -391,3 +391,34 @@ def test_a_lock_record_that_cannot_be_written_is_one_line(
     assert r.code == 2, r.stderr
     assert "cannot write the writer lock file" in r.stderr and "No space left on device" in r.stderr
     assert "internal error" not in r.stderr
+
+
+def test_a_warehouse_being_created_by_another_writer_is_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Six writers of a new warehouse: one creates the file under the lock while the others check its
+    header before queueing; a file still empty then is given a moment to get DuckDB's header (under load
+    one writer exited 2, "not a DuckDB warehouse (an empty file)", instead of waiting or exiting 75)."""
+    import threading
+
+    from recctl.errors import WarehouseError
+    from recctl.warehouse import preflight
+
+    monkeypatch.setattr(preflight, "CREATING_GRACE", 2.0)
+    real = tmp_path / "real.duckdb"
+    duckdb.connect(str(real)).close()
+    target = tmp_path / "w.duckdb"
+    target.write_bytes(b"")
+    timer = threading.Timer(0.3, lambda: target.write_bytes(real.read_bytes()))
+    timer.start()
+    try:
+        preflight.check_location(target, create=True, being_created=True)  # waits for the header
+    finally:
+        timer.join()
+    still = tmp_path / "still.duckdb"
+    still.write_bytes(b"")
+    monkeypatch.setattr(preflight, "CREATING_GRACE", 0.2)
+    with pytest.raises(WarehouseError, match="an empty file"):
+        preflight.check_location(still, create=True, being_created=True)
+    with pytest.raises(WarehouseError, match="an empty file"):  # after the lock: no grace
+        preflight.check_location(still, create=True)

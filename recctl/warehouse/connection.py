@@ -83,7 +83,9 @@ def open_writer(cfg: RecctlConfig, command: str, *, wait: float | None = None) -
 @contextmanager
 def writer_lock(cfg: RecctlConfig, command: str, *, wait: float | None = None) -> Iterator[None]:
     """Hold the writer lock file (no connection): other writers queue or exit 75."""
-    preflight.check_location(cfg.warehouse.path, create=True)  # no lock file next to a CSV
+    # no lock file next to a CSV; a file still empty may be a warehouse another writer is creating under
+    # the lock (reopen_writer checks it strictly once this one holds the lock)
+    preflight.check_location(cfg.warehouse.path, create=True, being_created=True)
     with WarehouseLock(cfg.warehouse.path, command) as lock:
         lock.acquire(cfg.warehouse.lock_wait if wait is None else wait)
         yield

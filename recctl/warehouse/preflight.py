@@ -13,12 +13,16 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from recctl.errors import WarehouseError
 from recctl.warehouse.integrity import WAL_HINT, wal_path_for
 
 DUCKDB_MAGIC = b"DUCK"
+#: Seconds a file shorter than the header may take to get one before the writer lock: DuckDB writes it when
+#: it creates the file, so only a warehouse being created by another writer is that short for long.
+CREATING_GRACE = 3.0
 _MAGIC_AT = 8
 
 
@@ -44,16 +48,26 @@ def _looks_like(head: bytes) -> str:
     return "not a DuckDB file"
 
 
-def check_location(path: Path, *, create: bool) -> None:
+def check_location(path: Path, *, create: bool, being_created: bool = False) -> None:
     """Refuse a warehouse path that cannot be a DuckDB warehouse (exit 2, one line); with ``create``,
-    make its folder."""
+    make its folder. ``being_created``: a file shorter than DuckDB's header is given ``CREATING_GRACE``
+    seconds to grow one (checked before the writer lock, it may be a new warehouse another writer is
+    creating under the lock) before it is refused."""
     try:
-        _check_location(path, create=create)
+        _check_location(path, create=create, being_created=being_created)
     except OSError as exc:  # a folder on the way we may not search
         raise WarehouseError(f"cannot use warehouse {path}: {exc.strerror or exc}") from exc
 
 
-def _check_location(path: Path, *, create: bool) -> None:
+def _head(path: Path) -> bytes:
+    try:
+        with path.open("rb") as fh:
+            return fh.read(64)
+    except OSError as exc:
+        raise WarehouseError(f"cannot read warehouse {path}: {exc.strerror or exc}") from exc
+
+
+def _check_location(path: Path, *, create: bool, being_created: bool = False) -> None:
     blocker = _file_ancestor(path)
     if blocker is not None:
         raise WarehouseError(
@@ -67,11 +81,11 @@ def _check_location(path: Path, *, create: bool) -> None:
     if path.exists() and not path.is_file():  # a FIFO or a device: reading its header would block
         raise WarehouseError(f"not a DuckDB warehouse: {path} (not a regular file)")
     if path.exists():
-        try:
-            with path.open("rb") as fh:
-                head = fh.read(64)
-        except OSError as exc:
-            raise WarehouseError(f"cannot read warehouse {path}: {exc.strerror or exc}") from exc
+        head = _head(path)
+        deadline = time.monotonic() + CREATING_GRACE
+        while being_created and len(head) < _MAGIC_AT + len(DUCKDB_MAGIC) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            head = _head(path)
         if head[_MAGIC_AT : _MAGIC_AT + len(DUCKDB_MAGIC)] != DUCKDB_MAGIC:
             kind = "an empty file" if not head else _looks_like(head)
             raise WarehouseError(
