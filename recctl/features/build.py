@@ -35,6 +35,7 @@ from recctl.features.base import (
 )
 from recctl.features.item import item_query
 from recctl.features.user import user_query
+from recctl.ingest.sources import sql_str
 from recctl.schema import EVENT_WEIGHTS
 
 _S, _F, _TS = pl.String(), pl.Float64(), pl.Datetime("us")
@@ -201,8 +202,8 @@ SELECT min(user_id) AS lo FROM c GROUP BY (cum - 1) // {max(1, int(bucket_events
 def in_bucket_sql(bucket: Bucket) -> str:
     lo, hi = bucket
     parts = [
-        f"user_id >= {_quote(lo)}" if lo is not None else "",
-        f"user_id < {_quote(hi)}" if hi is not None else "",
+        f"user_id >= {sql_str(lo)}" if lo is not None else "",
+        f"user_id < {sql_str(hi)}" if hi is not None else "",
     ]
     return " AND ".join(x for x in parts if x) or "TRUE"
 
@@ -215,10 +216,6 @@ def in_bucket(bucket: Bucket) -> pl.Expr:
     if hi is not None:
         expr = expr & (pl.col("user_id") < hi)
     return expr
-
-
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def shop_tables(
