@@ -90,8 +90,8 @@ def _shares(ev: pl.DataFrame, key: str, top: int) -> pl.DataFrame:
     mean = pl.col("share").sum().over(key) / max(shares["user_id"].n_unique(), 1)
     return (
         shares.with_columns(
-            affinity=((pl.col("share") - mean) / (1 - mean).clip(lower_bound=1e-9)).clip(0, 1)
-        )
+            affinity=((pl.col("share") - mean) / (1 - mean).clip(lower_bound=1e-9)).clip(0, 1).round(12)
+        )  # rounded too: the mean's parallel sum differed between runs in the 18th digit
         .sort(["user_id", "share", key], descending=[False, True, False])
         .filter(pl.int_range(pl.len()).over("user_id") < top)
         .select("user_id", key, "share", "affinity")
@@ -126,15 +126,16 @@ class Affinity:
 
     def fit(self, train: pl.DataFrame, *, seed: int, items: pl.DataFrame | None = None) -> None:
         p = self.params
-        self.tables = self._tables(train, items)
         self.pop_weight = 1.0 if p.w_popularity is None else p.w_popularity
-        if p.w_popularity is None:
+        if p.w_popularity is None:  # calibrated first, so its tables never sit beside the final ones
             early, targets = holdout(train, p.event_weights, p.default_event_weight, seed)
             if targets.height:
                 seen = early.select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String))
                 grid = p.calibration_grid
                 recs = self._rank(self._tables(early, items), targets["user_id"], 20, seen.unique(), grid)
                 self.pop_weight = best_weight(grid, recs, targets)
+            del early, targets
+        self.tables = self._tables(train, items)
 
     def _tables(self, train: pl.DataFrame, items: pl.DataFrame | None) -> dict[str, pl.DataFrame]:
         p = self.params
@@ -147,11 +148,14 @@ class Affinity:
                 cat = cat.with_columns(
                     pl.lit(None, pl.Boolean if col == "in_stock" else pl.String).alias(col)
                 )
-        ev = weighted_events(train, p.event_weights, p.default_event_weight, p.half_life_days).with_columns(
+        # only the columns the tables read: the events' other columns (session and order ids, ...) would
+        # ride along through the item join and the group-bys below
+        ev = weighted_events(train, p.event_weights, p.default_event_weight, p.half_life_days).select(
             pl.col("user_id").cast(pl.String),
             pl.col("item_id").cast(pl.String),
+            "event_type", "price", "discount", "recency", "w",
             frac=(pl.col("discount") / (pl.col("price") + pl.col("discount"))).fill_nan(None),
-        )
+        )  # fmt: skip
         has_frac = pl.col("frac").is_finite().fill_null(False)
         mean_frac = ev.filter(has_frac)["frac"].mean()
         prior = p.discount_prior * (float(mean_frac) if isinstance(mean_frac, float) else 0.0)

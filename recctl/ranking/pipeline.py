@@ -138,6 +138,26 @@ class Pipeline:
             self.features = self._feature_set(train, items, _after(train))
         self.as_of = _after(train)
 
+    def save_features(self, path: Path) -> None:
+        """Write the end features into the folder ``save`` writes (``path``) and drop them from memory:
+        ``recctl train`` does so before it fits the final generators, which it saves one by one
+        (:meth:`save_generator`) instead of holding them all until :meth:`save`."""
+        self._write_features(path)
+        self.features = None
+
+    @staticmethod
+    def save_generator(path: Path, name: str, gen: CandidateGenerator) -> None:
+        """Write one final generator where ``save`` writes the pipeline's generator ``name``."""
+        gen.save(path / "generators" / name)
+
+    def finish_saved(self, train: pl.DataFrame, items: pl.DataFrame | None, saved: list[str]) -> None:
+        """:meth:`finish` for a caller that saved every final generator (``saved``) and the features
+        into the run folder already: only what the rules look at is kept; :meth:`save` writes the rest."""
+        if missing := [g.name for g in self.params.generators if g.name not in saved]:
+            raise ValueError(f"{self.name}: generators {missing} were not saved")
+        self.generators = {}
+        self._keep_for_rules(train, items)
+
     @property
     def fallback(self) -> str | None:
         """What the pipeline serves instead of a ranker (None: it has a ranker)."""
@@ -291,18 +311,21 @@ class Pipeline:
                 json.dumps({"as_of": self.as_of.isoformat() if self.as_of else None}, indent=1)
             )
         for name, gen in self.generators.items():
-            gen.save(path / "generators" / name)
+            self.save_generator(path, name, gen)
         if self.features is not None:
-            fdir = path / "features"
-            fdir.mkdir(exist_ok=True)
-            meta: dict[str, Any] = {}
-            for f in dataclasses.fields(self.features):
-                value = getattr(self.features, f.name)
-                if isinstance(value, pl.DataFrame):
-                    value.write_parquet(fdir / f"{f.name}.parquet")
-                else:
-                    meta[f.name] = value.isoformat() if isinstance(value, datetime) else value
-            (fdir / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+            self._write_features(path)
+
+    def _write_features(self, path: Path) -> None:
+        fdir = path / "features"
+        fdir.mkdir(parents=True, exist_ok=True)
+        meta: dict[str, Any] = {}
+        for f in dataclasses.fields(self.features):
+            value = getattr(self.features, f.name)
+            if isinstance(value, pl.DataFrame):
+                value.write_parquet(fdir / f"{f.name}.parquet")
+            else:
+                meta[f.name] = value.isoformat() if isinstance(value, datetime) else value
+        (fdir / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
 
     @classmethod
     def load(cls, path: Path, name: str, params: dict[str, Any]) -> Self:
