@@ -223,3 +223,32 @@ def test_event_keys_are_rebuilt_when_duckdbs_hash_changes(tmp_path: Path) -> Non
     rerun = recctl("--json", "--warehouse", db, "ingest", "events", src, "--force")
     out, _ = rerun.communicate(timeout=60)
     assert json.loads(out)["totals"]["rows_duplicate"] == 2
+
+
+def test_within_a_file_the_first_copy_of_an_event_wins_and_stored_ones_count_once(tmp_path: Path) -> None:
+    """Duplicates of a key within the file (same event_id with other values, or the same content) keep
+    the file's first copy; a key the table already holds is a duplicate however often the file repeats it."""
+    db = tmp_path / "w.duckdb"
+    first = tmp_path / "first.csv"
+    first.write_text("event_id,ts,user_id,item_id,event_type\ne9,2024-02-01T00:00:00Z,u9,p9,view\n")
+    assert recctl("--warehouse", db, "ingest", "events", first).wait(timeout=60) == 0
+    src = tmp_path / "e.csv"
+    src.write_text(
+        "event_id,ts,user_id,item_id,event_type\n"
+        "e1,2024-02-01T00:00:00Z,u1,p1,view\n"
+        ",2024-02-01T00:05:00Z,u2,p5,view\n"
+        "e1,2024-02-01T00:01:00Z,u1,p2,view\n"  # e1 again, other values: the first copy stays
+        ",2024-02-01T00:05:00Z,u2,p5,view\n"  # the same content again
+        "e9,2024-02-02T00:00:00Z,u9,p8,view\n"  # e9 is stored already ...
+        "e1,2024-02-01T00:02:00Z,u1,p3,view\n"
+        "e9,2024-02-03T00:00:00Z,u9,p7,view\n"  # ... and repeated in the file
+        "e2,2024-02-01T00:03:00Z,u1,p4,view\n"
+    )
+    run = recctl("--json", "--warehouse", db, "ingest", "events", src)
+    out, err = run.communicate(timeout=60)
+    assert run.returncode == 0, err
+    f = json.loads(out)["files"][0]
+    # duplicates: e1 twice and the repeated content within the file, e9's two rows (one stored key, one copy)
+    assert (f["rows_read"], f["rows_loaded"], f["rows_rejected"], f["rows_duplicate"]) == (8, 3, 0, 5)
+    rows = query(db, "SELECT coalesce(event_id, '-'), item_id FROM events ORDER BY 1, 2")
+    assert rows == [("-", "p5"), ("e1", "p1"), ("e2", "p4"), ("e9", "p9")]
