@@ -34,9 +34,23 @@ def machine() -> dict[str, object]:
         "nproc": os.cpu_count(),
         "ram_gb": round(ram / 2**30, 1),
         "cpu": _cpu_model(),
+        "cpu_vector": _cpu_vector(),
         "python": platform.python_version(),
         "os": f"{platform.system()} {platform.release()}",
     }
+
+
+def _cpu_vector() -> str:
+    """The widest vector extensions the CPU offers (BLAS and LightGBM pick kernels by them)."""
+    try:
+        flags = next(
+            line.split(":", 1)[1].split()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("flags")
+        )
+    except (OSError, StopIteration):
+        return "unknown"
+    return " ".join(f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "amx_tile") if f in flags) or "none"
 
 
 def _cpu_model() -> str:

@@ -265,7 +265,8 @@ def recctl_env() -> dict[str, str]:
 
 def versions() -> dict[str, str]:
     out = {}
-    for pkg in ("recctl", "duckdb", "polars", "numpy"):
+    # the libraries whose builds decide the models' floats (the ranked rows differ between machines)
+    for pkg in ("recctl", "duckdb", "polars", "numpy", "scipy", "lightgbm", "scikit-learn", "torch"):
         try:
             out[pkg] = importlib.metadata.version(pkg)
         except importlib.metadata.PackageNotFoundError:

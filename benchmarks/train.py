@@ -60,7 +60,7 @@ def summary(doc: dict[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
     """Each model's fit seconds and the ranker's training summary from ``recctl --json train``."""
     models = doc.get("models") or {}
     fits = {name: float(m.get("fit_s") or 0.0) for name, m in models.items()}
-    ranker = next((m for m in models.values() if m.get("kind") == "pipeline"), {})
+    ranker: dict[str, Any] = next((m for m in models.values() if m.get("kind") == "pipeline"), {})
     return fits, {k: ranker[k] for k in ("training", "top_features") if k in ranker}
 
 
