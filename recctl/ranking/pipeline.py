@@ -117,18 +117,17 @@ class Pipeline:
 
     def finish(
         self, train: pl.DataFrame, *, seed: int, items: pl.DataFrame | None = None,
-        fitted: dict[str, CandidateGenerator] | None = None, end_features: bool = True,
+        fitted: dict[str, CandidateGenerator] | None = None,
     ) -> None:  # fmt: skip
         """Step 2 of ``fit``: the generators fitted on all of ``train`` (``fitted`` ones are taken as
-        they are, the others fitted here), the features as of its end (unless ``end_features`` is False:
-        the caller ran :meth:`features_at_end` itself) and what the rules look at."""
+        they are, the others fitted here), the features as of its end and what the rules look at
+        (``recctl train`` uses :meth:`features_at_end` and :meth:`finish_saved` instead)."""
         p = self.params
         final = dict(fitted or {})
         missing = [g for g in p.generators if g.name not in final]
         final |= self.fit_generators(train, seed, items, "final", missing)
         self.generators = {g.name: final[g.name] for g in p.generators}
-        if end_features:
-            self.features_at_end(train, items)
+        self.features_at_end(train, items)
         self._keep_for_rules(train, items)
 
     def features_at_end(self, train: pl.DataFrame, items: pl.DataFrame | None) -> None:
