@@ -27,6 +27,28 @@ def basket_key() -> pl.Expr:
     ).alias("basket")
 
 
+def by_key(frame: pl.DataFrame, key: str) -> pl.DataFrame:
+    """``frame`` sorted by ``key`` and flagged as sorted (a sorted one is only flagged, not copied)."""
+    if frame[key].is_sorted():
+        return frame.set_sorted(key)
+    return frame.sort(key, maintain_order=True)
+
+
+def rows_of(frame: pl.DataFrame, key: str, values: pl.Series) -> pl.DataFrame:
+    """The rows of ``frame`` whose ``key`` is in ``values``, in ``frame``'s order. On a frame flagged
+    sorted by ``key`` (:func:`by_key`) only the slice between the smallest and the largest value is
+    searched (binary search), so a chunk's lookup costs the chunk, not the frame."""
+    wanted = values.drop_nulls().unique().cast(frame.schema[key]).to_frame(key)
+    if wanted.height == 0:
+        return frame.clear()
+    col = frame[key]
+    if col.flags["SORTED_ASC"] and not col.has_nulls():
+        lo = int(col.search_sorted(wanted[key].min(), side="left"))
+        hi = int(col.search_sorted(wanted[key].max(), side="right"))
+        frame = frame.slice(lo, hi - lo)
+    return frame.join(wanted, on=key, how="semi", maintain_order="left")
+
+
 def load_interactions(
     con: duckdb.DuckDBPyConnection, *, before: datetime | None = None, types: list[str] | None = None
 ) -> pl.DataFrame:

@@ -121,6 +121,23 @@ def test_batched_scoring_equals_one_batch(monkeypatch: pytest.MonkeyPatch) -> No
     assert batched.join(exclude, on=["user_id", "item_id"], how="semi").height == 0
 
 
+def test_weights_are_row_major_when_fitted_and_when_loaded(tmp_path: Any) -> None:
+    """scipy's sparse x dense product reads B's rows: B is kept C-ordered (torch's inverse comes out
+    column-major, five times slower to score), also when a run saved it column-major; same scores."""
+    train = frame(random_pairs(60, 25, 0.2, seed=4))
+    gen: Any = build("ease", "e", {"l2": 2.0})
+    gen.fit(train, seed=0)
+    assert gen.b.flags["C_CONTIGUOUS"]
+    users = pl.Series([f"u{j:02d}" for j in range(60)])
+    want = gen.for_users(users, 7)
+    gen.save(tmp_path / "e")
+    np.save(tmp_path / "e" / "b.npy", np.asfortranarray(gen.b), allow_pickle=False)  # as runs saved it
+    assert not np.load(tmp_path / "e" / "b.npy").flags["C_CONTIGUOUS"]
+    loaded: Any = ease.EASE.load(tmp_path / "e", "e", {"l2": 2.0})
+    assert loaded.b.flags["C_CONTIGUOUS"] and np.array_equal(loaded.b, gen.b)
+    assert loaded.for_users(users, 7).equals(want)
+
+
 def test_half_life_decays_older_events() -> None:
     df = frame([("u1", "a"), ("u1", "b"), ("u2", "a")]).with_columns(
         ts=pl.Series([datetime(2024, 1, 1), datetime(2024, 1, 3), datetime(2024, 1, 5)])

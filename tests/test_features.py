@@ -239,6 +239,32 @@ def test_pairs_keep_order_length_and_columns_unknowns_are_null(fs: FeatureSet) -
     assert empty.height == 0 and empty.columns == out.columns
 
 
+def test_a_chunk_of_users_joins_its_own_rows_sorted_or_not(fs: FeatureSet) -> None:
+    """``of_users`` keeps exactly the users' rows of the user-side tables (a slice once ``by_user`` sorted
+    and flagged them, a scan otherwise) and leaves the item tables; pair features are the same either way."""
+    from recctl.features.base import USER_TABLES
+
+    shuffled = fs.of_users(pl.Series(["u3", "u1", "u2"]))
+    shuffled = FeatureSet(**{  # the user-side tables in another order, unflagged
+        f: (getattr(shuffled, f).sort("user_id", descending=True) if f in USER_TABLES else getattr(shuffled, f))
+        for f in ("as_of", "user", "item", "user_item", "user_brand", "user_category", "item_attrs", "user_last")
+    })  # fmt: skip
+    by_user = shuffled.by_user()
+    assert all(getattr(by_user, t)["user_id"].flags["SORTED_ASC"] for t in USER_TABLES)
+    for tables in (shuffled, by_user):
+        cut = tables.of_users(pl.Series(["u2", "ghost", None, "u2"]))
+        for t in USER_TABLES:
+            want = getattr(fs, t).filter(pl.col("user_id") == "u2").sort(pl.all())
+            assert_frame_equal(getattr(cut, t).sort(pl.all()), want)
+        assert cut.item is tables.item and cut.item_attrs is tables.item_attrs
+        assert tables.of_users(pl.Series([], dtype=pl.String)).user_item.height == 0
+    pairs = pl.DataFrame({"user_id": ["u2", "u1", "ghost", "u3", "u1"], "item_id": ["c", "a", "a", "b", "b"]})
+    want = pair_features(fs, pairs)
+    assert_frame_equal(pair_features(shuffled, pairs), want)
+    assert_frame_equal(pair_features(by_user, pairs), want)
+    assert_frame_equal(pair_features(by_user, pairs.slice(1, 1)), want.slice(1, 1))
+
+
 def test_registry_documents_exactly_the_columns(fs: FeatureSet) -> None:
     out = pair_features(fs, pl.DataFrame({"user_id": ["u1"], "item_id": ["a"]}))
     assert out.columns == ["user_id", "item_id", *FEATURES]

@@ -14,7 +14,7 @@ from recctl.candidates.base import CandidateGenerator
 from recctl.config import CandidateSpec, RecctlConfig
 from recctl.errors import ConfigError
 from recctl.ranking import build_model, pipeline_spec
-from recctl.ranking.merge import merge
+from recctl.ranking.merge import merge, source_names
 from tests.contract import GeneratorContract
 
 TINY_LGBM = {"n_estimators": 20, "min_child_samples": 1, "num_leaves": 4, "threads": 1}
@@ -46,6 +46,20 @@ def test_merge_columns() -> None:
     assert m["c_sources"].to_list() == [1, 2] and m["c_best_rank"].to_list() == [1, 1]
     assert m["c_rrank_sum"].to_list() == pytest.approx([1.0, 1.5])
     assert m["c_b_score"].to_list() == [None, 5.0]
+
+
+def test_source_names_best_rank_first_ties_in_generator_order() -> None:
+    ranked = pl.DataFrame({
+        "c_pop_rank": [3.0, 2.0, None, None, 12.0],
+        "c_next_item_rank": [1.0, 2.0, None, 5.0, 100.0],
+        "c_knn_rank": [None, 1.0, None, 5.0, 99.0],
+    })  # fmt: skip
+    got = source_names(ranked, ["pop", "next-item", "knn"])
+    assert got.dtype == pl.List(pl.String) and got.name == "sources"
+    assert got.to_list() == [["next-item", "pop"], ["knn", "pop", "next-item"], [], ["next-item", "knn"],
+                             ["pop", "knn", "next-item"]]  # fmt: skip
+    assert source_names(ranked.clear(), ["pop"]).to_list() == []
+    assert source_names(ranked, []).to_list() == [[]] * 5
 
 
 def test_pipeline_spec_from_config() -> None:

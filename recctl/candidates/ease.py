@@ -254,7 +254,13 @@ def ease_weights(x: sp.csr_matrix, l2: float) -> np.ndarray:
     del chol
     b = p.div_(-p.diagonal().clone())  # column j divided by −P_jj
     b.fill_diagonal_(0.0)
-    return b.numpy()
+    return row_major(b.numpy())
+
+
+def row_major(b: np.ndarray) -> np.ndarray:
+    """B in C (row-major) order: torch's inverse comes out column-major, and scipy's sparse × dense
+    product reads B's rows, five times slower when they are strided (recommend's main cost). Same values."""
+    return np.ascontiguousarray(b)
 
 
 @register("ease")
@@ -310,6 +316,6 @@ class EASE:
 
         gen = cls(name, EASEParams.model_validate(params))
         gen.users, gen.items = load_ids(path, "users"), load_ids(path, "items")
-        gen.b = np.load(path / "b.npy", allow_pickle=False)
+        gen.b = row_major(np.load(path / "b.npy", allow_pickle=False))  # runs saved column-major before
         gen.x = sp.load_npz(path / "x.npz").tocsr()
         return gen

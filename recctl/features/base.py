@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -17,6 +17,7 @@ import duckdb
 import polars as pl
 
 from recctl import resources
+from recctl.data import by_key, rows_of
 
 Kind = Literal["count", "real", "flag"]
 #: DuckDB type each kind of feature is cast to (polars Int32 / Float32 / Int8): half the memory of
@@ -102,6 +103,20 @@ class FeatureSet:
             "item_attrs": self.item_attrs,
             "user_last": self.user_last,
         }
+
+    def by_user(self) -> FeatureSet:
+        """The same features with the user-side tables sorted by user_id (a table already in that order
+        is only checked and flagged), so that :meth:`of_users` cuts a slice instead of scanning."""
+        return replace(self, **{name: by_key(getattr(self, name), "user_id") for name in USER_TABLES})
+
+    def of_users(self, users: pl.Series) -> FeatureSet:
+        """The same features with the user-side tables cut to the rows of ``users`` (the item tables as
+        they are): what a chunk of pairs joins, at the chunk's cost when the tables are :meth:`by_user`."""
+        return replace(self, **{name: rows_of(getattr(self, name), "user_id", users) for name in USER_TABLES})
+
+
+#: the FeatureSet tables with one or more rows per user (the others are per item)
+USER_TABLES = ("user", "user_item", "user_brand", "user_category", "user_last")
 
 
 def naive_utc(ts: datetime) -> datetime:

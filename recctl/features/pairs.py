@@ -167,6 +167,7 @@ def pair_features(fs: FeatureSet, pairs: pl.DataFrame, context: pl.DataFrame | N
     keys = pairs.select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String)).with_row_index(
         "__row"
     )
+    fs = fs.of_users(keys["user_id"])  # a chunk of users joins its own rows, not every user's
     frames = {
         "p": keys,
         "u": fs.user.select("user_id", *_USER_COLUMNS),

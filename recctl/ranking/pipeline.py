@@ -30,7 +30,7 @@ from pydantic import Field
 from recctl import progress
 from recctl.candidates.base import CandidateGenerator, Params, build, rank_top, release_memory
 from recctl.ranking import training
-from recctl.ranking.merge import candidate_columns, propose, source_names
+from recctl.ranking.merge import candidate_columns, column_stem, propose, source_names
 from recctl.ranking.ranker import LGBMParams, TrainedRanker, matrix
 from recctl.seeds import derive_seed
 
@@ -243,19 +243,23 @@ class Pipeline:
         return pl.concat(out)
 
     def rank(self, users: pl.Series, n: int, *, exclude: pl.DataFrame | None = None) -> pl.DataFrame:
-        """Every merged candidate of ``users`` scored by the ranker, before any rule: user_id, item_id,
-        score, ``sources`` (the generators that proposed it, best rank first), sorted by user then score.
-        Each generator proposes ``max(n, n_per_generator)``. Serving applies the current rules itself."""
-        parts = list(self._ranked_chunks(users, n, exclude, True))
+        """Each user's ``n`` best merged candidates scored by the ranker, before any rule: user_id,
+        item_id, score, ``sources`` (the generators that proposed it, best rank first), sorted by user then
+        score. Each generator proposes ``max(n, n_per_generator)``. Serving applies the current rules itself."""
+        parts = list(self._ranked_chunks(users, n, exclude, True, keep=n))
         if not parts:
             return pl.DataFrame(schema={"user_id": pl.String, "item_id": pl.String, "score": pl.Float64,
                                         "sources": pl.List(pl.String)})  # fmt: skip
         return pl.concat(parts)
 
     def _ranked_chunks(
-        self, users: pl.Series, n: int, exclude: pl.DataFrame | None, sources: bool
+        self, users: pl.Series, n: int, exclude: pl.DataFrame | None, sources: bool, keep: int | None = None
     ) -> Iterator[pl.DataFrame]:
+        """Per chunk of users their scored candidates sorted by user then score (only each user's ``keep``
+        best when given), with ``sources`` when asked (named after the cut: the rank columns ride along)."""
         assert self.ranker is not None or self.fallback is not None
+        names = list(self.generators)
+        ranks = [f"{column_stem(g)}_rank" for g in names] if sources else []
         todo = users.unique().sort().cast(pl.String)
         for lo in range(0, todo.len(), self.params.chunk_users):
             chunk = todo.slice(lo, self.params.chunk_users)
@@ -265,24 +269,22 @@ class Pipeline:
             cands = propose(self.generators, chunk, max(n, self.params.n_per_generator), ex)
             if cands.height == 0:
                 continue
-            src = (
-                cands.select("user_id", "item_id", sources=source_names(list(self.generators)))
-                if sources
-                else None
-            )
             if self.ranker is None:
-                scored = cands.select("user_id", "item_id", score=self._fallback_score())
+                scored = cands.select("user_id", "item_id", *ranks, score=self._fallback_score())
             else:
                 described = self._with_features(cands, self.features)
-                scored = described.select("user_id", "item_id")
+                scored = described.select("user_id", "item_id", *ranks)
                 # the frames freed before LightGBM predicts: only the float32 matrix is alive beside it
                 x = matrix(described, self.ranker.features)
                 del described, cands
                 scored = scored.with_columns(score=pl.Series(self.ranker.predict(x), dtype=pl.Float64))
                 del x
-            if src is not None:
-                scored = scored.join(src, on=["user_id", "item_id"], how="left")
-            yield scored.sort(["user_id", "score", "item_id"], descending=[False, True, False])
+            scored = scored.sort(["user_id", "score", "item_id"], descending=[False, True, False])
+            if keep is not None:
+                scored = scored.filter(pl.int_range(pl.len()).over("user_id") < keep)
+            if sources:
+                scored = scored.with_columns(source_names(scored, names)).drop(ranks)
+            yield scored.select("user_id", "item_id", "score", *(["sources"] if sources else []))
 
     def _fallback_score(self) -> pl.Expr:
         """Without a ranker: the blend (sum of reciprocal ranks over the generators), or one generator's
@@ -290,8 +292,6 @@ class Pipeline:
         blend = pl.col("c_rrank_sum").cast(pl.Float64)
         if self.fallback in (None, "blend"):
             return blend
-        from recctl.ranking.merge import column_stem
-
         rank = pl.col(f"{column_stem(str(self.fallback))}_rank").cast(pl.Float64)
         return pl.when(rank.is_not_null()).then(1e9 - rank).otherwise(blend)
 
@@ -318,8 +318,9 @@ class Pipeline:
         fdir = path / "features"
         fdir.mkdir(parents=True, exist_ok=True)
         meta: dict[str, Any] = {}
-        for f in dataclasses.fields(self.features):
-            value = getattr(self.features, f.name)
+        features = self.features.by_user()  # stored sorted: a loaded run's chunks slice, not scan
+        for f in dataclasses.fields(features):
+            value = getattr(features, f.name)
             if isinstance(value, pl.DataFrame):
                 value.write_parquet(fdir / f"{f.name}.parquet")
             else:
@@ -379,7 +380,7 @@ class Pipeline:
                     values[f.name] = datetime.fromisoformat(v) if f.name == "as_of" else v
                 elif f.default is dataclasses.MISSING:
                     raise FileNotFoundError(2, "No such file or directory", str(fdir / f"{f.name}.parquet"))
-            pipe.features = FeatureSet(**values)
+            pipe.features = FeatureSet(**values).by_user()  # sorted when saved: checked and flagged
         return pipe
 
     def candidate_features(self) -> list[str]:

@@ -2,7 +2,9 @@
 
 A lookup is fresh when its rows come from the promoted run and are younger than ``[serving] max_age``;
 ``recommend --user`` answers from a fresh lookup and ranks on the fly otherwise. ``batch`` ranks every
-user (every user with events and every registered user) in chunks of ``batch_chunk_users``, on
+user (every user with events and every registered user) in user-id order, in chunks of
+``batch_chunk_users`` (a chunk's events and states are a slice of the sorted frames, and the pipeline's
+features are cut to the chunk's users the same way: a chunk costs its own rows, not the shop's), on
 ``batch_workers`` threads (each with its own DuckDB cursor; polars, LightGBM and torch release the GIL),
 each chunk in one pass (``recommend_users``: every generator, the features, one ranker prediction and
 the rules over the whole chunk), writes each chunk's rows to a parquet part as it is ranked (memory
@@ -218,6 +220,7 @@ def _ranked(
     users`` counts users per chunk (n/N, N known from the start)."""
     import polars as pl
 
+    from recctl.data import by_key, rows_of
     from recctl.serving.served import promoted
     from recctl.serving.user import Inputs, load_inputs, recommend_users
 
@@ -228,18 +231,18 @@ def _ranked(
         if served.pipeline() is None:  # load the models once, before the threads share them
             for s in served.specs:
                 served.generator(s["name"])
-    users = everything.visitors["user_id"]
+    # users in id order, events (already) and states sorted by user: a chunk's rows are a slice of them
+    events = by_key(everything.events, "user_id")
+    states = by_key(everything.visitors, "user_id")
+    users = states["user_id"]
     size = cfg.serving.batch_chunk_users
     chunks = [users.slice(lo, size) for lo in range(0, users.len(), size)]
     now = now or _now()
     run_id = served.run_id
 
     def one(chunk: pl.Series) -> pl.DataFrame:
-        ids = chunk.to_frame()
         inputs = Inputs(
-            everything.catalog,
-            everything.events.join(ids, on="user_id", how="semi"),
-            everything.visitors.join(ids, on="user_id", how="semi"),
+            everything.catalog, rows_of(events, "user_id", chunk), rows_of(states, "user_id", chunk)
         )
         cur = wh.con.cursor()
         try:

@@ -185,8 +185,7 @@ def _personalized(served: Served, users: pl.Series, n: int, events: pl.DataFrame
     pipe = served.pipeline()
     if pipe is not None:
         seen = events.select("user_id", "item_id").unique() if pipe.params.filter_seen else None
-        ranked = pipe.rank(users, n, exclude=seen)
-        return ranked.filter(pl.int_range(pl.len()).over("user_id") < n)
+        return pipe.rank(users, n, exclude=seen)
     name = served.specs[0]["name"]
     recs = served.generator(name).for_users(users, n)
     return recs.select("user_id", "item_id", "score", sources=pl.lit([name], dtype=pl.List(pl.String)))
