@@ -121,6 +121,19 @@ def test_batched_scoring_equals_one_batch(monkeypatch: pytest.MonkeyPatch) -> No
     assert batched.join(exclude, on=["user_id", "item_id"], how="semi").height == 0
 
 
+def test_positions_binary_search_a_sorted_index_like_the_join() -> None:
+    """The models' sorted ids are binary searched (a chunk's cost); an unflagged index is joined; both
+    give every key's position, -1 for unknown and null keys."""
+    raw = pl.Series([f"u{j:03d}" for j in range(0, 300, 3)])
+    flagged = raw.sort()
+    assert flagged.flags["SORTED_ASC"] and not raw.flags["SORTED_ASC"]
+    keys = pl.Series(["u000", "u001", None, "u297", "u299", "zz", "a", "u150", "u000"])
+    want = [0, -1, -1, 99, -1, -1, -1, 50, 0]
+    assert ease.positions(keys, flagged).tolist() == want
+    assert ease.positions(keys, raw).tolist() == want
+    assert ease.positions(keys, flagged.head(0)).tolist() == [-1] * len(keys)
+
+
 def test_weights_are_row_major_when_fitted_and_when_loaded(tmp_path: Any) -> None:
     """scipy's sparse x dense product reads B's rows: B is kept C-ordered (torch's inverse comes out
     column-major, five times slower to score), also when a run saved it column-major; same scores."""

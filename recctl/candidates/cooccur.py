@@ -41,6 +41,7 @@ from pydantic import Field
 
 from recctl.candidates import base
 from recctl.candidates.base import RECS_SCHEMA, Params, in_user_blocks, max_excluded, rank_top, register
+from recctl.data import by_key, rows_of
 
 if TYPE_CHECKING:
     from scipy.sparse import csr_matrix
@@ -202,7 +203,7 @@ class ItemModel:
         )
         del pairs
         self.popularity = users / max(1e-12, float(users.max(initial=0)))
-        self.history = user_histories(cells, history, decay)
+        self.history = by_key(user_histories(cells, history, decay), "user_id")
         return ev
 
     @in_user_blocks
@@ -212,7 +213,8 @@ class ItemModel:
 
         prior = float(self.params.popularity_prior)
         q = pl.DataFrame({"user_id": users.unique().sort()}).with_row_index("row")
-        h = q.join(self.history, on="user_id")
+        # the users' rows of the (user-sorted) histories, in (row, item) order whatever the join returns
+        h = q.join(rows_of(self.history, "user_id", q["user_id"]), on="user_id").sort("row", "idx")
         if h.height == 0 or self.item_ids.len() == 0:
             return rank_top(
                 pl.DataFrame(schema={k: RECS_SCHEMA[k] for k in ("user_id", "item_id", "score")}), n, None
@@ -281,7 +283,7 @@ class ItemModel:
         items = pl.read_parquet(path / "items.parquet")
         gen.set_items(items["item_id"])
         gen.popularity = items["popularity"].to_numpy().astype(np.float64)
-        gen.history = pl.read_parquet(path / "history.parquet")
+        gen.history = by_key(pl.read_parquet(path / "history.parquet"), "user_id")
         gen.sim = csr_matrix(load_npz(path / "similarity.npz"))
         return gen
 

@@ -85,7 +85,14 @@ def interaction_matrix(
 
 
 def positions(keys: pl.Series, index: pl.Series) -> np.ndarray:
-    """The position in ``index`` of each key (-1 when absent), in the order of ``keys``."""
+    """The position in ``index`` of each key (-1 when absent), in the order of ``keys``. An ``index``
+    flagged sorted (``recctl.data.by_key``; ``unique().sort()`` sets the flag) without nulls is binary
+    searched, so a chunk of keys costs the chunk, not the index (the models' user ids are sorted)."""
+    if index.flags["SORTED_ASC"] and not index.has_nulls() and index.len():
+        probe = keys.cast(index.dtype)
+        at = index.search_sorted(probe, side="left").cast(pl.Int64)
+        hit = (at < index.len()) & (index.gather(at.clip(0, index.len() - 1)) == probe)
+        return np.where(hit.fill_null(False).to_numpy(), at.to_numpy(), -1)
     found = (
         pl.DataFrame({"k": keys})
         .with_row_index("_q")
@@ -191,7 +198,9 @@ def save_ids(path: Path, **series: pl.Series) -> None:
 
 
 def load_ids(path: Path, name: str) -> pl.Series:
-    return pl.read_parquet(path / f"{name}.parquet")["id"].alias(name)
+    """The ids ``save_ids`` wrote, flagged sorted when they are (so that ``positions`` searches them)."""
+    ids = pl.read_parquet(path / f"{name}.parquet")["id"].alias(name)
+    return ids.set_sorted() if ids.is_sorted() else ids
 
 
 def available_memory() -> int | None:
