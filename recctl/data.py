@@ -43,8 +43,9 @@ def rows_of(frame: pl.DataFrame, key: str, values: pl.Series) -> pl.DataFrame:
         return frame.clear()
     col = frame[key]
     if col.flags["SORTED_ASC"] and not col.has_nulls():
-        lo = int(col.search_sorted(wanted[key].min(), side="left"))
-        hi = int(col.search_sorted(wanted[key].max(), side="right"))
+        first, last = wanted[key].min(), wanted[key].max()
+        lo = int(col.search_sorted(first, side="left"))  # type: ignore[call-overload]
+        hi = int(col.search_sorted(last, side="right"))  # type: ignore[call-overload]
         frame = frame.slice(lo, hi - lo)
     return frame.join(wanted, on=key, how="semi", maintain_order="left")
 

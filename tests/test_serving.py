@@ -450,6 +450,63 @@ def test_every_stored_list_is_the_live_answer_for_that_user_alone(
     assert {c[2] for c in cases} == {True, False} and any(c[3] for c in cases), cases
 
 
+def test_users_without_events_are_ranked_once_per_state_and_copied(
+    rec: Any, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Registered customers without a single event get the list of the first of them (ranked alone,
+    once per state), copied: every copy equals that customer's live answer. One named by a business
+    rule is ranked in its chunk like any other user, not copied."""
+    import recctl.serving.user as user_mod
+    from recctl.config import BusinessRule, load_config
+    from recctl.serving import store
+    from recctl.serving.service import recommend_user
+    from recctl.warehouse import open_reader
+
+    fresh = tmp_path / "users.csv"
+    fresh.write_text("customer_id,gender,age_group,city,device,signup_date\n"
+                     + "".join(f"zz-blank-{j:02d},female,25-34,Houston,mobile,2026-09-01\n" for j in range(12)))  # fmt: skip
+    assert rec("ingest", "users", str(fresh), "--mapping", "sample-shop-users").code == 0
+    monkeypatch.setenv("RECCTL_SERVING__BATCH_CHUNK_USERS", "700")
+    cfg = load_config(project / "configs" / "recctl.toml")
+    now = datetime(2026, 10, 1, 12)
+    with open_reader(cfg) as wh:
+        top = recommend_user(wh, cfg, "zz-blank-00", k=5, live=True, now=now)["items"][0]["item_id"]
+    rule = BusinessRule(name="not-for-vip", action="exclude", items=[top], users=["zz-blank-05"])
+    cfg = cfg.model_copy(
+        update={"rules": cfg.rules.model_copy(update={"business": [*cfg.rules.business, rule]})}
+    )
+    calls: list[list[str]] = []
+    real = user_mod.recommend_users
+
+    def counted(con: Any, cfg_: Any, served: Any, inputs: Any, k: int, **kw: Any) -> pl.DataFrame:
+        calls.append(inputs.visitors["user_id"].to_list())
+        return real(con, cfg_, served, inputs, k, **kw)
+
+    monkeypatch.setattr(user_mod, "recommend_users", counted)
+    with open_reader(cfg) as wh:
+        (tmp_path / "parts").mkdir()
+        parts, report = store.rank_into(wh, cfg, tmp_path / "parts", k=5, now=now)
+        rows = pl.read_parquet(parts)
+        blank = [f"zz-blank-{j:02d}" for j in range(12) if j != 5]
+        assert ["zz-blank-00"] in calls  # the first blank customer alone
+        assert not any(u in c for c in calls for u in blank[1:])  # the others are copies
+        assert any("zz-blank-05" in c and len(c) > 1 for c in calls)  # ranked in a chunk
+        assert rows["user_id"].n_unique() == report["users"] and set(blank) <= set(rows["user_id"])
+        monkeypatch.setattr(user_mod, "recommend_users", real)
+        for user in ("zz-blank-00", "zz-blank-07", "zz-blank-11", "zz-blank-05"):
+            live = recommend_user(wh, cfg, user, k=5, live=True, now=now)
+            mine = rows.filter(pl.col("user_id") == user).sort("rank")
+            assert [i["item_id"] for i in live["items"]] == mine["item_id"].to_list(), user
+            assert [i["reason"] for i in live["items"]] == mine["reason"].to_list(), user
+            assert (
+                (live["state"], live["strategy"])
+                == (mine["state"][0], mine["strategy"][0])
+                == ("signed_in", "personalized")
+            )
+        vip = rows.filter(pl.col("user_id") == "zz-blank-05")["item_id"].to_list()
+        assert top in rows.filter(pl.col("user_id") == "zz-blank-07")["item_id"].to_list() and top not in vip
+
+
 def test_stored_lists_are_live_answers_with_buy_again_repurchase_rules_and_segments(
     quick_demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

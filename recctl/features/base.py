@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import duckdb
 import polars as pl
@@ -107,12 +107,16 @@ class FeatureSet:
     def by_user(self) -> FeatureSet:
         """The same features with the user-side tables sorted by user_id (a table already in that order
         is only checked and flagged), so that :meth:`of_users` cuts a slice instead of scanning."""
-        return replace(self, **{name: by_key(getattr(self, name), "user_id") for name in USER_TABLES})
+        tables: dict[str, Any] = {name: by_key(getattr(self, name), "user_id") for name in USER_TABLES}
+        return replace(self, **tables)
 
     def of_users(self, users: pl.Series) -> FeatureSet:
         """The same features with the user-side tables cut to the rows of ``users`` (the item tables as
         they are): what a chunk of pairs joins, at the chunk's cost when the tables are :meth:`by_user`."""
-        return replace(self, **{name: rows_of(getattr(self, name), "user_id", users) for name in USER_TABLES})
+        tables: dict[str, Any] = {
+            name: rows_of(getattr(self, name), "user_id", users) for name in USER_TABLES
+        }
+        return replace(self, **tables)
 
 
 #: the FeatureSet tables with one or more rows per user (the others are per item)

@@ -234,9 +234,10 @@ def _ranked(
     # users in id order, events (already) and states sorted by user: a chunk's rows are a slice of them
     events = by_key(everything.events, "user_id")
     states = by_key(everything.visitors, "user_id")
-    users = states["user_id"]
+    blank = _blank(wh.con, cfg, states)
+    warm = by_key(states.filter(~pl.col("user_id").is_in(blank["user_id"].implode())), "user_id")
     size = cfg.serving.batch_chunk_users
-    chunks = [users.slice(lo, size) for lo in range(0, users.len(), size)]
+    chunks = [warm["user_id"].slice(lo, size) for lo in range(0, warm.height, size)]
     now = now or _now()
     run_id = served.run_id
 
@@ -254,9 +255,18 @@ def _ranked(
             run_id=pl.lit(run_id), created_at=pl.lit(now), state="state", strategy="strategy",
         )  # fmt: skip
 
+    def copies() -> Iterator[tuple[int, pl.DataFrame]]:
+        """The blank users' lists: per state, the list of its first user, copied in chunks."""
+        for (_,), ids in blank.group_by("state", maintain_order=True):
+            users = ids["user_id"]
+            first = one(users.head(1)).drop("user_id")
+            for lo in range(0, users.len(), size):
+                part = users.slice(lo, size)
+                yield part.len(), part.to_frame().join(first, how="cross").select(list(_COLS))
+
     def frames() -> Iterator[pl.DataFrame]:
         # progress is counted here, in the command's thread, as each chunk's lists arrive (in order)
-        with progress.stage("rank users", total=users.len(), unit="users"):
+        with progress.stage("rank users", total=states.height, unit="users"):
             if cfg.serving.batch_workers > 1 and len(chunks) > 1:
                 with ThreadPoolExecutor(cfg.serving.batch_workers) as pool:
                     for chunk, frame in zip(chunks, pool.map(one, chunks), strict=True):
@@ -267,8 +277,27 @@ def _ranked(
                     frame = one(chunk)
                     progress.advance(chunk.len())
                     yield frame
+            for n, frame in copies():
+                progress.advance(n)
+                yield frame
 
-    return frames(), {"run_id": run_id, "users": users.len(), "k": k, "created_at": now}
+    return frames(), {"run_id": run_id, "users": states.height, "k": k, "created_at": now}
+
+
+def _blank(con: duckdb.DuckDBPyConnection, cfg: RecctlConfig, states: pl.DataFrame) -> pl.DataFrame:
+    """user_id, state of the users ``recommend --all`` ranks once per state and copies: no event at all
+    (so no model, feature, recent item or rule looks at anything of theirs), in no segment and named by
+    no business rule. Their lists differ only by the user id (``tests/test_serving.py`` compares them
+    with live answers); in a large shop most registered customers are such users."""
+    import polars as pl
+
+    named = {u for r in cfg.rules.business for u in r.users}
+    if cfg.serving.segments_file.exists():
+        named |= {u for (u,) in con.sql("SELECT DISTINCT user_id FROM segment_members").fetchall()}
+    return states.filter(
+        (pl.col("n_events") == 0)
+        & ~pl.col("user_id").is_in(pl.Series(sorted(named), dtype=pl.String).implode())
+    ).select("user_id", "state")
 
 
 @contextmanager
