@@ -7,6 +7,7 @@ anonymous session), ``item_id``, ``event_type``, ``ts`` and the numeric context 
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 import duckdb
 import polars as pl
@@ -50,10 +51,7 @@ def rows_of(frame: pl.DataFrame, key: str, values: pl.Series) -> pl.DataFrame:
     return frame.join(wanted, on=key, how="semi", maintain_order="left")
 
 
-def load_interactions(
-    con: duckdb.DuckDBPyConnection, *, before: datetime | None = None, types: list[str] | None = None
-) -> pl.DataFrame:
-    """Item events, oldest first (ties in a stable order), optionally only before a time / of some types."""
+def _interactions_sql(before: datetime | None, types: list[str] | None) -> tuple[str, list[object]]:
     where = ["item_id IS NOT NULL"]
     params: list[object] = []
     if before is not None:
@@ -67,8 +65,37 @@ def load_interactions(
         "order_id, value, quantity, price, discount FROM events "
         f"WHERE {' AND '.join(where)} ORDER BY user_id, ts, event_key"
     )
+    return sql, params
+
+
+def load_interactions(
+    con: duckdb.DuckDBPyConnection, *, before: datetime | None = None, types: list[str] | None = None
+) -> pl.DataFrame:
+    """Item events, oldest first (ties in a stable order), optionally only before a time / of some types."""
+    sql, params = _interactions_sql(before, types)
     frame: pl.DataFrame = con.sql(sql, params=params).pl()
     return frame
+
+
+def export_interactions(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Every item event, in :func:`load_interactions`' order (so sorted by user), into the parquet file
+    ``path`` in row groups of 100,000 events with min / max statistics: what :func:`read_users` reads one
+    range of users at a time from, instead of holding the shop's events in memory (DuckDB sorts and
+    writes them within its memory limit, spilling beyond it)."""
+    sql, _ = _interactions_sql(None, None)
+    target = str(path).replace("'", "''")
+    con.execute(f"COPY ({sql}) TO '{target}' (FORMAT parquet, ROW_GROUP_SIZE 100000)")
+
+
+def read_users(path: Path, users: pl.Series) -> pl.DataFrame:
+    """The events of ``users`` in an :func:`export_interactions` file, in its order: only the row groups
+    whose user_id range meets the users' (smallest to largest) are read."""
+    wanted = users.drop_nulls().cast(pl.String)
+    scan = pl.scan_parquet(path)
+    if wanted.len() == 0:
+        return scan.head(0).collect()
+    first, last = pl.lit(wanted.min(), pl.String), pl.lit(wanted.max(), pl.String)
+    return rows_of(scan.filter(pl.col("user_id").is_between(first, last)).collect(), "user_id", wanted)
 
 
 def load_items(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:

@@ -218,22 +218,28 @@ def _ranked(
     """The rows of ``recs`` chunk by chunk (``batch_chunk_users`` users each, ranked on ``batch_workers``
     threads, yielded in user order) and the report without the row counts. Progress: the stage ``rank
     users`` counts users per chunk (n/N, N known from the start)."""
+    import tempfile
+
     import polars as pl
 
-    from recctl.data import by_key, rows_of
+    from recctl.data import by_key, export_interactions, load_items, read_users, rows_of
     from recctl.serving.served import promoted
-    from recctl.serving.user import Inputs, load_inputs, recommend_users
+    from recctl.serving.states import visitors
+    from recctl.serving.user import Inputs, recommend_users
 
     k = k or cfg.serving.k
     served = served or promoted(cfg.runs_dir)
+    cfg.warehouse.path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = tempfile.TemporaryDirectory(prefix=".recctl-events-", dir=cfg.warehouse.path.parent)
+    events = Path(scratch.name) / "events.parquet"
     with progress.stage("load users, events and the run"):
-        everything = load_inputs(wh.con, None)
+        # the events sorted by user into a parquet file, not memory: a chunk reads its users' row groups
+        export_interactions(wh.con, events)
+        catalog = load_items(wh.con).sort("item_id")
+        states = by_key(visitors(wh.con, None), "user_id")  # users in id order: chunks are id ranges
         if served.pipeline() is None:  # load the models once, before the threads share them
             for s in served.specs:
                 served.generator(s["name"])
-    # users in id order, events (already) and states sorted by user: a chunk's rows are a slice of them
-    events = by_key(everything.events, "user_id")
-    states = by_key(everything.visitors, "user_id")
     blank = _blank(wh.con, cfg, states)
     warm = by_key(states.filter(~pl.col("user_id").is_in(blank["user_id"].implode())), "user_id")
     size = cfg.serving.batch_chunk_users
@@ -242,9 +248,7 @@ def _ranked(
     run_id = served.run_id
 
     def one(chunk: pl.Series) -> pl.DataFrame:
-        inputs = Inputs(
-            everything.catalog, rows_of(events, "user_id", chunk), rows_of(states, "user_id", chunk)
-        )
+        inputs = Inputs(catalog, read_users(events, chunk), rows_of(states, "user_id", chunk))
         cur = wh.con.cursor()
         try:
             recs = recommend_users(cur, cfg, served, inputs, k, now=now)
@@ -266,7 +270,7 @@ def _ranked(
 
     def frames() -> Iterator[pl.DataFrame]:
         # progress is counted here, in the command's thread, as each chunk's lists arrive (in order)
-        with progress.stage("rank users", total=states.height, unit="users"):
+        with scratch, progress.stage("rank users", total=states.height, unit="users"):
             if cfg.serving.batch_workers > 1 and len(chunks) > 1:
                 with ThreadPoolExecutor(cfg.serving.batch_workers) as pool:
                     for chunk, frame in zip(chunks, pool.map(one, chunks), strict=True):

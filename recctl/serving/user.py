@@ -59,23 +59,21 @@ class Inputs:
 
 
 def load_inputs(
-    con: duckdb.DuckDBPyConnection, user_ids: list[str] | None, *, cache_key: str | None = None
+    con: duckdb.DuckDBPyConnection, user_ids: list[str], *, cache_key: str | None = None
 ) -> Inputs:
     """The catalog (cached per process under ``cache_key``, the warehouse path, when given), and the
-    events and states of ``user_ids`` (None: every user)."""
-    from recctl.data import load_interactions, load_items
+    events and states of ``user_ids`` (``recommend --all`` reads every user's in chunks instead:
+    recctl/serving/store.py)."""
+    from recctl.data import load_items
     from recctl.serving.served import catalog
     from recctl.serving.states import visitors
 
-    if user_ids is None:
-        events = load_interactions(con)
-    else:
-        events = con.sql(
-            f"SELECT {_USER_KEY} AS user_id, item_id, event_type, ts, session_id, order_id, value, quantity, "
-            f"price, discount FROM events WHERE item_id IS NOT NULL AND {_USER_KEY} IN (SELECT unnest(?)) "
-            "ORDER BY user_id, ts, event_key",
-            params=[user_ids],
-        ).pl()
+    events = con.sql(
+        f"SELECT {_USER_KEY} AS user_id, item_id, event_type, ts, session_id, order_id, value, quantity, "
+        f"price, discount FROM events WHERE item_id IS NOT NULL AND {_USER_KEY} IN (SELECT unnest(?)) "
+        "ORDER BY user_id, ts, event_key",
+        params=[user_ids],
+    ).pl()
     items = catalog(con, cache_key) if cache_key else load_items(con).sort("item_id")
     return Inputs(items, events, visitors(con, user_ids))
 
