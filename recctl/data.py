@@ -88,8 +88,9 @@ def export_interactions(con: duckdb.DuckDBPyConnection, path: Path) -> None:
 
 
 def read_users(path: Path, users: pl.Series) -> pl.DataFrame:
-    """The events of ``users`` in an :func:`export_interactions` file, in its order: only the row groups
-    whose user_id range meets the users' (smallest to largest) are read."""
+    """The rows of ``users`` in a parquet file sorted by user_id (an :func:`export_interactions` file, a
+    saved FeatureSet's user tables), in its order: only the row groups whose user_id range meets the
+    users' (smallest to largest) are read."""
     wanted = users.drop_nulls().cast(pl.String)
     scan = pl.scan_parquet(path)
     if wanted.len() == 0:

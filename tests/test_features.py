@@ -265,6 +265,39 @@ def test_a_chunk_of_users_joins_its_own_rows_sorted_or_not(fs: FeatureSet) -> No
     assert_frame_equal(pair_features(by_user, pairs.slice(1, 1)), want.slice(1, 1))
 
 
+def test_a_saved_set_serves_chunks_of_users_from_its_files(shop: Path, tmp_path: Path) -> None:
+    """A run's saved features keep the user tables in their (user-sorted) files: a chunk of users reads
+    its rows, which equal the in-memory set's; a folder written unsorted, before, is read whole."""
+    import json
+
+    from recctl.data import load_interactions, load_items
+    from recctl.features import saved
+    from recctl.features.base import USER_TABLES
+
+    con = duckdb.connect(str(shop), read_only=True)
+    try:
+        whole = build(load_interactions(con), load_items(con), datetime(2026, 9, 1))
+    finally:
+        con.close()
+    saved.write(whole, tmp_path / "f")
+    assert json.loads((tmp_path / "f" / "meta.json").read_text())["by_user"] is True
+    stored = saved.read(tmp_path / "f")
+    assert isinstance(stored, saved.StoredFeatures) and stored.as_of == whole.as_of
+    users = whole.user["user_id"].sort()
+    for ids in (users.slice(10, 40), pl.Series(["nobody", users[3], users[-1]]), users.head(0)):
+        cut, want = stored.of_users(ids), whole.of_users(ids)
+        for t in USER_TABLES:
+            assert_frame_equal(getattr(cut, t), getattr(want, t).sort("user_id", maintain_order=True))
+        assert_frame_equal(cut.item, whole.item)
+    pairs = pl.DataFrame({"user_id": users.slice(5, 30).to_list() * 2,
+                          "item_id": whole.item["item_id"].head(60).to_list()})  # fmt: skip
+    assert_frame_equal(pair_features(stored, pairs), pair_features(whole, pairs))
+    meta = json.loads((tmp_path / "f" / "meta.json").read_text())
+    (tmp_path / "f" / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if k != "by_user"}))
+    old = saved.read(tmp_path / "f")
+    assert isinstance(old, FeatureSet) and old.user_item.height == whole.user_item.height
+
+
 def test_registry_documents_exactly_the_columns(fs: FeatureSet) -> None:
     out = pair_features(fs, pl.DataFrame({"user_id": ["u1"], "item_id": ["a"]}))
     assert out.columns == ["user_id", "item_id", *FEATURES]

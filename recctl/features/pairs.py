@@ -13,9 +13,14 @@ before as_of is the context (its page, else the page its type implies; no events
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import polars as pl
 
 from recctl.features.base import PAGES, Feature, FeatureSet, ensure_columns, select_list, session
+
+if TYPE_CHECKING:
+    from recctl.features.saved import StoredFeatures
 
 _K = "u.user_id IS NOT NULL"  # the user has events before as_of
 _KB = f"{_K} AND ia.brand IS NOT NULL"
@@ -161,7 +166,9 @@ def _repeat_frames(fs: FeatureSet, keys: pl.DataFrame) -> dict[str, pl.DataFrame
     return {"cy": cy}
 
 
-def pair_features(fs: FeatureSet, pairs: pl.DataFrame, context: pl.DataFrame | None = None) -> pl.DataFrame:
+def pair_features(
+    fs: FeatureSet | StoredFeatures, pairs: pl.DataFrame, context: pl.DataFrame | None = None
+) -> pl.DataFrame:
     """``pairs`` (user_id, item_id, any other columns) in the same order with every ``u_*``, ``i_*``,
     ``ui_*`` and ``ctx_*`` feature joined (columns of ``pairs`` with those names are replaced)."""
     keys = pairs.select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String)).with_row_index(

@@ -15,7 +15,6 @@ evaluation harness measures it exactly like any single generator, on the same sp
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -315,17 +314,9 @@ class Pipeline:
             self._write_features(path)
 
     def _write_features(self, path: Path) -> None:
-        fdir = path / "features"
-        fdir.mkdir(parents=True, exist_ok=True)
-        meta: dict[str, Any] = {}
-        features = self.features.by_user()  # stored sorted: a loaded run's chunks slice, not scan
-        for f in dataclasses.fields(features):
-            value = getattr(features, f.name)
-            if isinstance(value, pl.DataFrame):
-                value.write_parquet(fdir / f"{f.name}.parquet")
-            else:
-                meta[f.name] = value.isoformat() if isinstance(value, datetime) else value
-        (fdir / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+        from recctl.features import saved
+
+        saved.write(self.features, path / "features")  # user tables sorted: a loaded run reads ranges
 
     @classmethod
     def load(cls, path: Path, name: str, params: dict[str, Any]) -> Self:
@@ -366,21 +357,10 @@ class Pipeline:
             pipe.generators[spec.name] = load_generator(
                 spec.kind, path / "generators" / spec.name, spec.name, spec.params
             )
-        fdir = path / "features"
-        if fdir.exists():
-            from recctl.features import FeatureSet
+        if (path / "features").exists():
+            from recctl.features import saved
 
-            meta = json.loads((fdir / "meta.json").read_text())
-            values: dict[str, Any] = {}
-            for f in dataclasses.fields(FeatureSet):
-                if (fdir / f"{f.name}.parquet").exists():
-                    values[f.name] = pl.read_parquet(fdir / f"{f.name}.parquet")
-                elif f.name in meta:
-                    v = meta[f.name]
-                    values[f.name] = datetime.fromisoformat(v) if f.name == "as_of" else v
-                elif f.default is dataclasses.MISSING:
-                    raise FileNotFoundError(2, "No such file or directory", str(fdir / f"{f.name}.parquet"))
-            pipe.features = FeatureSet(**values).by_user()  # sorted when saved: checked and flagged
+            pipe.features = saved.read(path / "features")
         return pipe
 
     def candidate_features(self) -> list[str]:
