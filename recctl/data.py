@@ -51,9 +51,14 @@ def rows_of(frame: pl.DataFrame, key: str, values: pl.Series) -> pl.DataFrame:
     return frame.join(wanted, on=key, how="semi", maintain_order="left")
 
 
-def _interactions_sql(before: datetime | None, types: list[str] | None) -> tuple[str, list[object]]:
+def _interactions_sql(
+    before: datetime | None, types: list[str] | None, users: list[str] | None = None
+) -> tuple[str, list[object]]:
     where = ["item_id IS NOT NULL"]
     params: list[object] = []
+    if users is not None:
+        where.append("coalesce(user_id, 'session:' || session_id) IN (SELECT unnest(?::VARCHAR[]))")
+        params.append(users)
     if before is not None:
         where.append("ts < ?")
         params.append(before)
@@ -69,10 +74,12 @@ def _interactions_sql(before: datetime | None, types: list[str] | None) -> tuple
 
 
 def load_interactions(
-    con: duckdb.DuckDBPyConnection, *, before: datetime | None = None, types: list[str] | None = None
-) -> pl.DataFrame:
-    """Item events, oldest first (ties in a stable order), optionally only before a time / of some types."""
-    sql, params = _interactions_sql(before, types)
+    con: duckdb.DuckDBPyConnection, *, before: datetime | None = None, types: list[str] | None = None,
+    users: list[str] | None = None,
+) -> pl.DataFrame:  # fmt: skip
+    """Item events, oldest first (ties in a stable order), optionally only before a time / of some types /
+    of some users (``session:<id>`` for an anonymous session)."""
+    sql, params = _interactions_sql(before, types, users)
     frame: pl.DataFrame = con.sql(sql, params=params).pl()
     return frame
 

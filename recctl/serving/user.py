@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from recctl.serving.served import Served
 
 OUTPUT = ["user_id", "rank", "item_id", "score", "sources", "reason", "rules", "state", "strategy"]
-_USER_KEY = "coalesce(user_id, 'session:' || session_id)"
 
 
 STABLE_K = 30  # lists up to this long come from the same candidates: a longer one extends a shorter one
@@ -64,16 +63,11 @@ def load_inputs(
     """The catalog (cached per process under ``cache_key``, the warehouse path, when given), and the
     events and states of ``user_ids`` (``recommend --all`` reads every user's in chunks instead:
     recctl/serving/store.py)."""
-    from recctl.data import load_items
+    from recctl.data import load_interactions, load_items
     from recctl.serving.served import catalog
     from recctl.serving.states import visitors
 
-    events = con.sql(
-        f"SELECT {_USER_KEY} AS user_id, item_id, event_type, ts, session_id, order_id, value, quantity, "
-        f"price, discount FROM events WHERE item_id IS NOT NULL AND {_USER_KEY} IN (SELECT unnest(?)) "
-        "ORDER BY user_id, ts, event_key",
-        params=[user_ids],
-    ).pl()
+    events = load_interactions(con, users=user_ids)
     items = catalog(con, cache_key) if cache_key else load_items(con).sort("item_id")
     return Inputs(items, events, visitors(con, user_ids))
 
