@@ -21,10 +21,14 @@ What it does, in one run:
    FILE --mapping bench.toml``, wall-timed for the whole process (Python start-up, migration, sha256 of
    the file, the load: what a cron job pays). Its JSON report must reconcile
    (read = loaded + rejected + duplicate) and match the generated counts exactly, else the run fails.
-4. Reruns on the same warehouse: with ``--force`` (every row is a duplicate: the de-dup path against a
+4. Floor, in a fresh subprocess: recctl's ``events`` table (from the schema module) and one typed INSERT
+   of the file (ts parsed, price a number) in a transaction, nothing validated, keyed or de-duplicated:
+   what writing these rows into that table costs at least, so ``raw_s / floor_s`` bounds the ratio any
+   loader into ``events`` can reach on this machine and DuckDB version.
+5. Reruns on the same warehouse: with ``--force`` (every row is a duplicate: the de-dup path against a
    full table) and without (must be a no-op: the file's sha256 is in the manifest).
 
-With ``--repeat N`` steps 2 and 3 alternate N times and the fastest run of each counts (other jobs on
+With ``--repeat N`` steps 2 to 4 alternate N times and the fastest run of each counts (other jobs on
 the machine only ever add time); every run's seconds are in the JSON.
 
 Peak memory is the max RSS of the one child process (``os.wait4`` rusage of that pid, Linux ``ru_maxrss``
@@ -103,6 +107,40 @@ t3 = time.perf_counter()
 print(json.dumps({"seconds": (t1 - t0) + (t3 - t2), "rows": rows, "types": types}))
 """
 
+
+# Floor child: argv = csv, db. The least any loader into recctl's ``events`` table can cost: the same
+# connect + close as the raw child, the table created from recctl's schema module (not timed), and one
+# INSERT of the file's rows typed as the table wants them (ts from its ISO text, price as a number) with
+# no validation, no rejects, no key and no de-duplication. recctl's ratio cannot exceed raw_s / floor_s.
+FLOOR_CHILD = r"""
+import json, sys, time
+import duckdb
+from recctl import schema
+
+csv, db = sys.argv[1], sys.argv[2]
+lit = "'" + csv.replace("'", "''") + "'"
+con = duckdb.connect(db)
+con.execute(schema.create_table_sql("events", schema.EVENT_COLUMNS))
+con.execute("SET TimeZone = 'UTC'")
+# DuckDB 2.0.1's type_pushdown turns this try_cast into the reader's hard cast when the result is
+# INSERTed ("Could not convert string 'n/a' to DOUBLE"); recctl's stage is not shaped that way
+con.execute("SET disabled_optimizers = 'type_pushdown'")
+cols = "{'event_time': 'VARCHAR', 'user_id': 'VARCHAR', 'session_id': 'VARCHAR', 'item_id': 'VARCHAR', 'event_type': 'VARCHAR', 'price': 'VARCHAR'}"
+t0 = time.perf_counter()
+con.execute("BEGIN")
+con.execute(
+    "INSERT INTO events (ts, user_id, session_id, item_id, event_type, price) "
+    "SELECT try_cast(event_time AS TIMESTAMPTZ)::TIMESTAMP, user_id, session_id, item_id, event_type, "
+    f"try_cast(price AS DOUBLE) FROM read_csv({lit}, auto_detect=false, header=true, columns={cols})"
+)
+con.execute("COMMIT")
+t1 = time.perf_counter()
+rows = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
+t2 = time.perf_counter()
+con.close()
+t3 = time.perf_counter()
+print(json.dumps({"seconds": (t1 - t0) + (t3 - t2), "rows": rows}))
+"""
 
 GEN_CHILD = "import sys, duckdb; duckdb.connect().execute(sys.argv[1])"
 
@@ -226,6 +264,21 @@ def run_raw(csv: Path, n: int) -> Run:
     return Run(float(res["seconds"]), raw.peak_mb, raw.cpu_s, file={"types": res["types"]})
 
 
+def run_floor(csv: Path, n: int) -> Run:
+    db = WORK / "floor.duckdb"
+    remove_db(db)
+    try:
+        floor = run_child([sys.executable, "-c", FLOOR_CHILD, str(csv), str(db)], WORK / "floor.out")
+    finally:
+        remove_db(db)
+    if floor.code != 0:
+        raise BenchError(f"floor load failed (exit {floor.code}):\n{floor.stderr.strip()}")
+    res, _ = last_json(floor.stdout)
+    if res["rows"] != n:
+        raise BenchError(f"floor load wrote {res['rows']:,} rows, expected {n:,}")
+    return Run(float(res["seconds"]), floor.peak_mb, floor.cpu_s)
+
+
 def run_recctl(csv: Path, warehouse: Path, mapping: Path, *, force: bool = False) -> Run:
     argv = [*recctl_cmd(), "--quiet", "--json", "--warehouse", str(warehouse),
             "ingest", "events", str(csv), "--mapping", str(mapping)]  # fmt: skip
@@ -296,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     raw_runs: list[Run] = []
     rec_runs: list[Run] = []
+    floor_runs: list[Run] = []
     try:
         if csv.exists() and args.keep:
             log(f"reusing {csv.relative_to(ROOT)} ({csv.stat().st_size / 2**20:,.0f} MB)")
@@ -317,6 +371,10 @@ def main(argv: list[str] | None = None) -> int:
             rec_runs.append(rec)
             log(f"{tag}recctl ingest: {rec.seconds:.2f} s (in load_file {rec.file['seconds']:.2f} s, "
                 f"CPU {rec.cpu_s:.1f} s), peak {rec.peak_mb:,.0f} MB")  # fmt: skip
+            floor = run_floor(csv, n)
+            floor_runs.append(floor)
+            log(f"{tag}floor: typed INSERT into recctl's events table, nothing checked: {floor.seconds:.2f} s "
+                f"(CPU {floor.cpu_s:.1f} s)")  # fmt: skip
 
         # the last warehouse holds the file: rerun it, forced (all duplicate) and plain (no-op)
         rerun = run_recctl(csv, warehouse, mapping, force=True)
@@ -338,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
 
     raw_best = min(raw_runs, key=lambda r: r.seconds)
     rec_best = min(rec_runs, key=lambda r: r.seconds)
+    floor_best = min(floor_runs, key=lambda r: r.seconds)
     peak = max(r.peak_mb for r in rec_runs)
     raw_peak = max(r.peak_mb for r in raw_runs)
     rec_rps, raw_rps = n / rec_best.seconds, n / raw_best.seconds
@@ -362,6 +421,11 @@ def main(argv: list[str] | None = None) -> int:
         "raw_cpu_s": round(raw_best.cpu_s, 2),
         "recctl_runs_s": [round(r.seconds, 3) for r in rec_runs],
         "raw_runs_s": [round(r.seconds, 3) for r in raw_runs],
+        "floor_s": round(floor_best.seconds, 3),
+        "floor_ratio": round(raw_best.seconds / floor_best.seconds, 3),
+        "floor_runs_s": [round(r.seconds, 3) for r in floor_runs],
+        "floor_what": "one typed INSERT of the file into recctl's events table in a transaction, "
+        "no validation, rejects, key or de-duplication: the best ratio any loader into that table reaches",
         "recctl_rerun_peak_mb": round(rerun.peak_mb, 1),
         "file_mb": round(file_mb, 1),
         "repeat": args.repeat,
@@ -387,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     log(
         f"  peak memory   {peak:>8,.0f} MB         target < {TARGET_PEAK_MB:.0f} MB  {'ok' if ok_peak else 'MISSED'}"
     )
+    log(f"  floor         {n / floor_best.seconds:>11,.0f} rows/s  ({floor_best.seconds:.2f} s: a typed INSERT "
+        f"into events, nothing checked; ratio {raw_best.seconds / floor_best.seconds:.3f})")  # fmt: skip
     cpu_ratio = raw_best.cpu_s / rec_best.cpu_s
     log(
         f"  CPU time      raw {raw_best.cpu_s:.1f} s, recctl {rec_best.cpu_s:.1f} s: CPU ratio {cpu_ratio:.3f}"
