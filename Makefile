@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATASETS ?= ../shared/datasets
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: install demo test test-real test-all fuzz report-shot bench bench-ingest bench-quality bench-train bench-latency bench-scale bench-scale-full lint format clean
+.PHONY: install demo test test-real test-all fuzz report-shot bench bench-ingest bench-quality bench-train bench-latency bench-scale bench-scale-full bench-batch-floor lint format clean
 
 install: $(STAMP)
 
@@ -84,6 +84,10 @@ bench-scale: $(STAMP)
 
 bench-scale-full: $(STAMP)
 	$(BIN)/python benchmarks/scale.py --sizes 1M,10M,100M
+
+# the least recommend --all can cost on Complete Journey: EASE's scoring product alone, as fast as BLAS does it
+bench-batch-floor: $(STAMP)
+	RECCTL_DATASETS="$(DATASETS)" $(BIN)/python benchmarks/batch_floor.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
