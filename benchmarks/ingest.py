@@ -248,34 +248,30 @@ def remove_db(path: Path) -> None:
             p.unlink()
 
 
-def run_raw(csv: Path, n: int) -> Run:
-    db = WORK / "raw.duckdb"
+def _load_child(source: str, what: str, csv: Path, n: int) -> tuple[dict[str, Any], Any]:
+    """Run one DuckDB loader child (``RAW_CHILD`` / ``FLOOR_CHILD``) on a fresh database file; its JSON
+    result (which must count ``n`` rows) and the child's measurements."""
+    db = WORK / f"{what}.duckdb"
     remove_db(db)
     try:
-        argv = [sys.executable, "-c", RAW_CHILD, str(csv), str(db)]
-        raw = run_child(argv, WORK / "raw.out")
+        child = run_child([sys.executable, "-c", source, str(csv), str(db)], WORK / f"{what}.out")
     finally:
         remove_db(db)
-    if raw.code != 0:
-        raise BenchError(f"raw baseline failed (exit {raw.code}):\n{raw.stderr.strip()}")
-    res, _ = last_json(raw.stdout)
+    if child.code != 0:
+        raise BenchError(f"{what} load failed (exit {child.code}):\n{child.stderr.strip()}")
+    res, _ = last_json(child.stdout)
     if res["rows"] != n:
-        raise BenchError(f"raw baseline loaded {res['rows']:,} rows, expected {n:,}")
+        raise BenchError(f"{what} load wrote {res['rows']:,} rows, expected {n:,}")
+    return res, child
+
+
+def run_raw(csv: Path, n: int) -> Run:
+    res, raw = _load_child(RAW_CHILD, "raw", csv, n)
     return Run(float(res["seconds"]), raw.peak_mb, raw.cpu_s, file={"types": res["types"]})
 
 
 def run_floor(csv: Path, n: int) -> Run:
-    db = WORK / "floor.duckdb"
-    remove_db(db)
-    try:
-        floor = run_child([sys.executable, "-c", FLOOR_CHILD, str(csv), str(db)], WORK / "floor.out")
-    finally:
-        remove_db(db)
-    if floor.code != 0:
-        raise BenchError(f"floor load failed (exit {floor.code}):\n{floor.stderr.strip()}")
-    res, _ = last_json(floor.stdout)
-    if res["rows"] != n:
-        raise BenchError(f"floor load wrote {res['rows']:,} rows, expected {n:,}")
+    res, floor = _load_child(FLOOR_CHILD, "floor", csv, n)
     return Run(float(res["seconds"]), floor.peak_mb, floor.cpu_s)
 
 
