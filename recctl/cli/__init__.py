@@ -21,7 +21,7 @@ import typer
 try:  # newer typer vendors click; older typer uses the click package
     from typer._click.exceptions import ClickException, UsageError
 except ImportError:  # pragma: no cover
-    from click.exceptions import (  # type: ignore[import-not-found,no-redef,unused-ignore]
+    from click.exceptions import (  # type: ignore[import-not-found,no-redef,assignment,unused-ignore]
         ClickException,
         UsageError,
     )
