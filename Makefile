@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e '.[dev]'
+	$(PIP) install -e '.[dev,serve]'
 	$(BIN)/python -m compileall -q recctl  # an editable install writes no bytecode; cold starts need it
 	@touch $(STAMP)
 

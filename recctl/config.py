@@ -23,9 +23,10 @@ from recctl.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("configs/recctl.toml")
 ENV_PREFIX = "RECCTL_"
-#: Environment variables that are not config keys: the config file itself, and the folder of public
-#: datasets that benchmarks and real-data tests read.
-ENV_NOT_CONFIG = frozenset({"RECCTL_CONFIG", "RECCTL_DATASETS"})
+#: Environment variables that are not config keys: the config file itself, the folder of public
+#: datasets that benchmarks and real-data tests read, and the resolved config `recctl serve --workers N`
+#: hands its worker processes.
+ENV_NOT_CONFIG = frozenset({"RECCTL_CONFIG", "RECCTL_DATASETS", "RECCTL_SERVE_CONFIG_JSON"})
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -483,6 +484,25 @@ class ServingConfig(Strict):
         return v
 
 
+class ServiceConfig(Strict):
+    """``[service]``: `recctl serve`, the HTTP service (recctl/service/). It answers from a snapshot of the
+    warehouse (parquet files beside it, taken with a short read-only open) and the promoted run's models in
+    memory, so cron's writers are never kept out for longer than the snapshot's copy; a new promotion or a
+    changed warehouse file is picked up within ``reload_interval`` seconds without a restart."""
+
+    host: str = "127.0.0.1"  # loopback by default: exposing it is a decision (a proxy, or --host 0.0.0.0)
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    reload_interval: float = Field(2.0, gt=0, description="seconds between checks for a new run or data")
+    snapshot_dir: Path | None = Field(None, description="default: <warehouse>.serve beside the warehouse")
+    # the key of /v1/events and admin routes (also RECCTL_API_KEY); reads need it only with require_key_for_reads
+    api_key: str | None = None
+    require_key_for_reads: bool = False
+    cors_origins: list[str] = Field(default_factory=list)  # browser origins allowed to call the API
+    max_body_bytes: int = Field(1_000_000, ge=1024)  # larger request bodies are refused with 413
+    max_items: int = Field(1000, ge=1)  # items of one rerank, events of one session request
+
+
 class RecctlConfig(Strict):
     seed: int = Field(42, description="root seed; every random component derives its own from it")
     warehouse: WarehouseConfig = Field(default_factory=WarehouseConfig)
@@ -496,10 +516,15 @@ class RecctlConfig(Strict):
     rules: RulesConfig = Field(default_factory=RulesConfig)
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
+    service: ServiceConfig = Field(default_factory=ServiceConfig)
 
     def resolved(self) -> dict[str, Any]:
-        """The config as plain JSON-able data (what `recctl status --config` prints and runs save)."""
-        return self.model_dump(mode="json")
+        """The config as plain JSON-able data (what `recctl status --config` prints and runs save); the
+        service's API key is never written out, only whether one is set."""
+        out = self.model_dump(mode="json")
+        if out["service"]["api_key"] is not None:
+            out["service"]["api_key"] = "(set)"
+        return out
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -510,6 +535,8 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         path = [p.lower() for p in key[len(ENV_PREFIX) :].split("__")]
         if path == ["warehouse"]:
             path = ["warehouse", "path"]
+        elif path == ["api_key"]:  # RECCTL_API_KEY: the service's key, kept out of config files
+            path = ["service", "api_key"]
         node = out
         for part in path[:-1]:
             node = node.setdefault(part, {})

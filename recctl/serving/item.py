@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
-from recctl.errors import DataError, NotTrainedError
+from recctl.errors import NotTrainedError, UnknownIdError
 from recctl.serving.served import RELATIONS
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ def related(
 
     known = items_of(catalog, pl.Series([item_id]))
     if known.height == 0:
-        raise DataError(f"unknown item {item_id!r}: it is neither in the catalog nor in any event")
+        raise UnknownIdError(f"unknown item {item_id!r}: it is neither in the catalog nor in any event")
     from recctl.serving.user import STABLE_K
 
     n = 2 * max(k, STABLE_K) + 10  # the same lists for every k <= STABLE_K: a longer list extends a shorter

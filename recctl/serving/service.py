@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from recctl.config import RecctlConfig
+    from recctl.serving.served import Served
     from recctl.warehouse import Warehouse
 
 SESSION_USER = "session:-"  # the key of the anonymous visitor of recommend --session
@@ -31,14 +32,15 @@ LISTS = ("main", "buy-again")
 def recommend_user(
     wh: Warehouse, cfg: RecctlConfig, user_id: str, *, k: int | None = None, explain: bool = False,
     category: str | None = None, current_item: str | None = None, live: bool = False,
-    list_name: str = "main", now: datetime | None = None,
+    list_name: str = "main", now: datetime | None = None, served: Served | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """One user's list: from the online store when it is fresh and no context is given (and not
     ``live``), else ranked now. ``list_name`` ``buy-again``: the bought items the user is due to re-buy
     (always live), the document's ``list`` says which list it is. ``now``: the time to rank at (default:
-    the clock; the demo ranks at the end of the sample data)."""
+    the clock; the demo ranks at the end of the sample data). ``served``: the run to answer from
+    (default: the promoted one, read now; the HTTP service passes the run of its snapshot)."""
     k = k or cfg.serving.k
-    served = promoted(cfg.runs_dir)
+    served = served or promoted(cfg.runs_dir)
     if list_name not in LISTS:
         from recctl.errors import ConfigError
 
@@ -64,17 +66,18 @@ def recommend_user(
 
 
 def recommend_item(wh: Warehouse, cfg: RecctlConfig, item_id: str, *, strategy: str = "similar",
-                   k: int | None = None) -> dict[str, Any]:  # fmt: skip
+                   k: int | None = None, served: Served | None = None) -> dict[str, Any]:  # fmt: skip
     from recctl.serving.item import related
     from recctl.serving.served import catalog
 
     items = catalog(wh.con, str(wh.path))
-    return related(promoted(cfg.runs_dir), cfg, items, item_id, strategy, k or cfg.serving.k)
+    return related(served or promoted(cfg.runs_dir), cfg, items, item_id, strategy, k or cfg.serving.k)
 
 
 def recommend_session(
     wh: Warehouse, cfg: RecctlConfig, text: str, *, k: int | None = None, explain: bool = False,
     category: str | None = None, current_item: str | None = None, mapping: str | None = None,
+    served: Served | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """An anonymous visitor's events (JSON lines) → in-session recommendations, ranked with the
     session's context; a visitor without events gets trending items (in ``category`` when given).
@@ -88,7 +91,7 @@ def recommend_session(
     from recctl.serving.user import Inputs, as_document, recommend_users
 
     k = k or cfg.serving.k
-    served = promoted(cfg.runs_dir)
+    served = served or promoted(cfg.runs_dir)
     names, columns = _session_mapping(cfg, mapping)
     ev = parse_events(
         text, extra_types=tuple(cfg.ingest.extra_event_types), event_names=names, columns=columns
