@@ -495,12 +495,17 @@ class ServiceConfig(Strict):
     workers: int = Field(1, ge=1, le=64)
     reload_interval: float = Field(2.0, gt=0, description="seconds between checks for a new run or data")
     snapshot_dir: Path | None = Field(None, description="default: <warehouse>.serve beside the warehouse")
+    # where POST /v1/events appends accepted events (fsync'd) for `recctl ingest events --inbox`
+    inbox_dir: Path | None = Field(None, description="default: <warehouse>.inbox beside the warehouse")
+    inbox_rotate: float = Field(
+        60.0, gt=0, description="seconds after which an inbox file is closed for ingest"
+    )
     # the key of /v1/events and admin routes (also RECCTL_API_KEY); reads need it only with require_key_for_reads
     api_key: str | None = None
     require_key_for_reads: bool = False
     cors_origins: list[str] = Field(default_factory=list)  # browser origins allowed to call the API
     max_body_bytes: int = Field(1_000_000, ge=1024)  # larger request bodies are refused with 413
-    max_items: int = Field(1000, ge=1)  # items of one rerank, events of one session request
+    max_items: int = Field(1000, ge=1)  # items of one rerank, events of one session or events request
 
 
 class RecctlConfig(Strict):

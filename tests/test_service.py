@@ -57,7 +57,7 @@ def _free_port() -> int:
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECCTL_")}
     return {**env, "RECCTL_API_KEY": KEY, "RECCTL_SERVICE__RELOAD_INTERVAL": "0.5",
-            "RECCTL_SERVICE__MAX_BODY_BYTES": "20000"}  # fmt: skip
+            "RECCTL_SERVICE__MAX_BODY_BYTES": "20000", "RECCTL_SERVICE__INBOX_ROTATE": "0.5"}  # fmt: skip
 
 
 def recctl(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -80,23 +80,32 @@ def _wait_ready(server: Server, timeout: float = 90.0) -> dict[str, Any]:
     raise AssertionError("the server did not become ready")
 
 
+def _start(project: Path) -> Server:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "recctl", "serve", "--port", str(port)], cwd=project,
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    srv = Server(f"http://127.0.0.1:{port}", project, proc)
+    _wait_ready(srv)
+    return srv
+
+
+def _stop(srv: Server) -> None:
+    srv.proc.terminate()
+    try:
+        srv.proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        srv.proc.kill()
+
+
 @pytest.fixture(scope="module")
 def server(quick_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     project = tmp_path_factory.mktemp("serve") / "shop"
-    shutil.copytree(quick_demo, project, ignore=shutil.ignore_patterns("*.lock", "*.serve"))
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "recctl", "serve", "--port", str(port)], cwd=project,
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
-    srv = Server(f"http://127.0.0.1:{port}", project, proc)
+    shutil.copytree(quick_demo, project, ignore=shutil.ignore_patterns("*.lock", "*.serve", "*.inbox"))
+    srv = _start(project)
     try:
-        _wait_ready(srv)
         yield srv
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        _stop(srv)
 
 
 def _promoted(project: Path) -> str:
@@ -255,3 +264,82 @@ def test_writers_run_while_serving_and_a_new_run_is_picked_up_without_errors(ser
     assert before in answered and after in answered
     status, doc = server.get("/v1/recommend/user/late-visitor?k=3")
     assert status == 200 and doc["state"] != "new", "the newly ingested visitor's event is in the snapshot"
+
+
+def _marked(project: Path, marker: str) -> dict[str, int]:
+    rows = query(
+        project / "recctl.duckdb", f"SELECT page, count(*) FROM events WHERE page LIKE '{marker}%' GROUP BY 1"
+    )
+    return {str(p): int(n) for p, n in rows}
+
+
+def _ingest_inbox(project: Path) -> None:
+    done = recctl(project, "ingest", "events", "--inbox")
+    assert done.returncode == 0, done.stderr
+
+
+def test_events_are_checked_with_ingests_rules_and_loaded_once(server: Server) -> None:
+    auth = {"authorization": f"Bearer {KEY}"}
+    good = {"user_id": "ev-user", "session_id": "ev-s", "item_id": "p0001", "event_type": "view",
+            "ts": "2025-06-01T10:00:00Z", "page": "ev-a"}  # fmt: skip
+    batch = [good, {**good, "event_type": "teleport", "page": "ev-b"}, {**good, "user_id": None,
+             "session_id": None, "page": "ev-c"}, {**good, "price": "cheap", "page": "ev-d"},
+             {**good, "ts": None, "page": "ev-e"}]  # fmt: skip
+    status, doc = server.post("/v1/events", {"events": batch}, **auth)
+    assert status == 207, doc
+    assert doc["accepted"] == 2 and doc["rejected"] == 3
+    assert [(e["index"], e["reason"].split(":")[0]) for e in doc["errors"]] == [
+        (1, "unknown event type 'teleport'"),
+        (2, "missing user_id and session_id"),
+        (3, "price is not a number"),
+    ]
+    status, doc = server.post("/v1/events", {"events": [batch[1]]}, **auth)
+    assert status == 400 and doc["accepted"] == 0 and doc["exit_code"] == 65
+    assert server.post("/v1/events", {"events": [good]})[0] == 401
+    assert server.post("/v1/events", {"events": [good] * 1001}, **auth)[0] == 413
+    time.sleep(1.5)  # the inbox file is closed after inbox_rotate (0.5 s)
+    _ingest_inbox(server.project)
+    assert _marked(server.project, "ev-") == {"ev-a": 1, "ev-e": 1}, "accepted events, each once; ts stamped"
+    _ingest_inbox(server.project)
+    assert _marked(server.project, "ev-") == {"ev-a": 1, "ev-e": 1}
+    assert list((server.project / "recctl.duckdb.inbox").glob("*.ndjson")) == []
+    status, text = server.get("/metrics")
+    assert 'recctl_events_total{outcome="accepted"} 2.0' in text
+    assert 'recctl_events_total{outcome="rejected"} 4.0' in text
+
+
+def test_kill_9_loses_no_accepted_event(server: Server) -> None:
+    """Batches posted to a second server on the same project, killed with SIGKILL mid-stream: every event
+    answered 2xx is in the warehouse after the next ingest, exactly once."""
+    victim = _start(server.project)
+    acked: list[str] = []
+    sent: list[str] = []
+
+    def post() -> None:
+        for b in range(400):
+            pages = [f"kill-{b}-{i}" for i in range(10)]
+            sent.extend(pages)
+            events = [{"user_id": "kill-user", "item_id": "p0002", "event_type": "view", "page": p,
+                       "ts": f"2025-06-02T10:{b // 60:02d}:{b % 60:02d}.{i:06d}Z"} for i, p in enumerate(pages)]  # fmt: skip
+            try:
+                status, _ = victim.post("/v1/events", {"events": events}, authorization=f"Bearer {KEY}")
+            except OSError:
+                return  # the server is gone
+            if status == 200:
+                acked.extend(pages)
+
+    writer = threading.Thread(target=post)
+    writer.start()
+    deadline = time.monotonic() + 30
+    while len(acked) < 300 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    victim.proc.kill()
+    victim.proc.wait(timeout=10)
+    writer.join(timeout=60)
+    assert len(acked) >= 300
+    _ingest_inbox(server.project)
+    _ingest_inbox(server.project)  # a second run adds nothing
+    loaded = _marked(server.project, "kill-")
+    assert set(acked) <= set(loaded), "an acknowledged event is missing"
+    assert set(loaded.values()) == {1}, "an event was loaded twice"
+    assert set(loaded) <= set(sent)

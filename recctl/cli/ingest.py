@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from recctl.cli.state import State
-from recctl.errors import DataError
+from recctl.errors import ConfigError, DataError
 from recctl.schema import FORMATS
 
 if TYPE_CHECKING:
@@ -80,8 +80,9 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         table: Annotated[str, typer.Argument(help=TABLE_HELP, metavar="TABLE")],
         paths: Annotated[
-            list[str], typer.Argument(help="files, folders or quoted glob patterns", metavar="PATH...")
-        ],
+            list[str] | None,
+            typer.Argument(help="files, folders or quoted glob patterns", metavar="[PATH...]"),
+        ] = None,
         mapping: Annotated[
             str | None,
             typer.Option("--mapping", "-m", help="mapping name in configs/mappings/ or a TOML path"),
@@ -95,6 +96,13 @@ def register(app: typer.Typer) -> None:
         wait: Annotated[
             float | None, typer.Option("--wait", help="wait up to SECONDS for another writer, then exit 75")
         ] = None,
+        inbox: Annotated[
+            bool,
+            typer.Option(
+                "--inbox",
+                help="events: load the events `recctl serve` collected ([service] inbox_dir), each file once",
+            ),
+        ] = False,
     ) -> None:
         """Load raw event, item or user files into the warehouse: validated, de-duplicated, idempotent.
 
@@ -114,11 +122,25 @@ def register(app: typer.Typer) -> None:
         state: State = ctx.obj
         cfg = state.config
         check_format(fmt)
-        m = resolve_mapping(cfg, table, mapping)
-        files = resolve_paths(paths)
+        if inbox:
+            from recctl.ingest import inbox as ib
+            from recctl.ingest.mapping import identity_mapping
+
+            if table != "events" or paths or mapping or fmt:
+                raise ConfigError("--inbox goes with `ingest events` alone (no paths, --mapping or --format)")
+            m, fmt = identity_mapping("events"), "ndjson"
+        else:
+            if not paths:
+                raise ConfigError("give the files to load", hint="recctl ingest events PATH... (or --inbox)")
+            m = resolve_mapping(cfg, table, mapping)
         out = state.out
         with progress.reporting(out, f"ingest {table}"), open_writer(cfg, f"ingest {table}", wait=wait) as wh:
+            files = ib.ready_files(ib.inbox_dir(cfg)) if inbox else resolve_paths(paths or [])
             report = ingest(wh, cfg, table, files, mapping=m, fmt=fmt, force=force)
+        if inbox:
+            for f in report.files:
+                if f.status != "failed":
+                    ib.done(Path(f.path))
         cols = ("path", "status", "rows_read", "rows_loaded", "rows_rejected", "rows_duplicate", "seconds",
                 "message")  # fmt: skip
         rows = [f.as_dict() for f in report.files]

@@ -46,6 +46,12 @@ class SessionRequest(BaseModel):
     explain: bool = False
 
 
+class EventsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    events: list[dict[str, Any]] = Field(description="events in the events table's schema (ts, user_id, "
+                                         "session_id, item_id, event_type, price, query, page, …)")  # fmt: skip
+
+
 class RerankRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user_id: str = Field(min_length=1, max_length=MAX_ID)
@@ -65,16 +71,27 @@ def _check_id(value: str, what: str) -> str:
 
 def create_app(cfg: RecctlConfig, holder: Holder) -> FastAPI:
     """The application over ``holder``'s snapshots (started and stopped with the app's lifespan)."""
+    import asyncio
     from contextlib import asynccontextmanager
 
+    from recctl.ingest.inbox import Inbox, check_events, inbox_dir
     from recctl.serving import service
 
     metrics = Metrics(holder)
+    inbox = Inbox(inbox_dir(cfg), cfg.service.inbox_rotate)
+
+    async def rotate() -> None:
+        while True:
+            await asyncio.sleep(cfg.service.reload_interval)
+            await asyncio.to_thread(inbox.tick)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> Any:
         holder.start()
+        ticker = asyncio.create_task(rotate())
         yield
+        ticker.cancel()
+        inbox.close()  # the open inbox file is closed: `ingest --inbox` takes it
         holder.stop()
 
     app = FastAPI(title="recctl", version="1", lifespan=lifespan,
@@ -213,6 +230,25 @@ def create_app(cfg: RecctlConfig, holder: Holder) -> FastAPI:
 
         with snap.warehouse() as wh:
             return show_user(wh.con, cfg, _check_id(user_id, "user_id"))
+
+    @app.post("/v1/events", dependencies=[Depends(need_key)], status_code=200,
+              responses={207: {"description": "some events rejected (each with its reason)"},
+                         400: {"description": "every event rejected"}})  # fmt: skip
+    def events(req: EventsRequest) -> JSONResponse:
+        """Collect events: each is checked with `recctl ingest`'s rules; the accepted ones are on disk in
+        the inbox (fsync'd) before the answer, and `recctl ingest events --inbox` loads them exactly once.
+        200: all accepted; 207: some rejected, with the index and reason of each; 400: none accepted."""
+        if len(req.events) > cfg.service.max_items:
+            raise _too_many("events", len(req.events), cfg.service.max_items)
+        accepted, rejected = check_events(cfg, req.events)
+        inbox.append(accepted)
+        metrics.events.labels(outcome="accepted").inc(len(accepted))
+        metrics.events.labels(outcome="rejected").inc(len(rejected))
+        doc: dict[str, Any] = {"accepted": len(accepted), "rejected": len(rejected), "errors": rejected}
+        if rejected and not accepted:
+            return JSONResponse({"error": f"all {len(rejected)} events rejected", "hint": rejected[0]["reason"],
+                                 "exit_code": int(ExitCode.DATA), **doc}, status_code=400)  # fmt: skip
+        return JSONResponse(doc, status_code=207 if rejected else 200)
 
     @app.post("/v1/admin/reload", dependencies=[Depends(need_key)], summary="check for a new run or data now")
     def reload() -> dict[str, Any]:
