@@ -501,6 +501,10 @@ class ServiceConfig(Strict):
         60.0, gt=0, description="seconds after which an inbox file is closed for ingest"
     )
     # the key of /v1/events and admin routes (also RECCTL_API_KEY); reads need it only with require_key_for_reads
+    # the events a visitor sent that the warehouse does not hold yet reach their next list (per worker)
+    recent_events: int = Field(50, ge=0, description="newest events kept per visitor (0: none)")
+    recent_visitors: int = Field(100_000, ge=1, description="visitors kept (least recently active go first)")
+    recent_max_age: float = Field(3600.0, gt=0, description="seconds a visitor's recent event is kept")
     api_key: str | None = None
     require_key_for_reads: bool = False
     cors_origins: list[str] = Field(default_factory=list)  # browser origins allowed to call the API

@@ -240,10 +240,10 @@ def test_writers_run_while_serving_and_a_new_run_is_picked_up_without_errors(ser
                                      "ts": "2025-01-01T00:00:00Z", "session_id": "s-late"}) + "\n")  # fmt: skip
         ing = recctl(server.project, "ingest", "events", str(extra))
         assert ing.returncode == 0, ing.stderr
-        quick = server.project / "quick.toml"  # two cheap generators: a new run in seconds
+        quick = server.project / "quick.toml"  # two cheap generators (one for sessions): a run in seconds
         quick.write_text(
             '[[candidates]]\nname = "trending"\nkind = "popular"\n\n'
-            '[[candidates]]\nname = "itemknn"\nkind = "itemknn"\n\n[ranker]\nenabled = false\n'
+            '[[candidates]]\nname = "next-item"\nkind = "cooccur"\n\n[ranker]\nenabled = false\n'
         )
         train = recctl(server.project, "--quiet", "--config", str(quick), "train")
         assert train.returncode == 0, train.stderr
@@ -343,3 +343,28 @@ def test_kill_9_loses_no_accepted_event(server: Server) -> None:
     assert set(acked) <= set(loaded), "an acknowledged event is missing"
     assert set(loaded.values()) == {1}, "an event was loaded twice"
     assert set(loaded) <= set(sent)
+
+
+def test_a_visitors_events_reach_their_next_list_at_once_and_count_once_after_ingest(server: Server) -> None:
+    key = "session:fresh-visit"
+    status, before = server.get(f"/v1/recommend/user/{key}?k=6")
+    assert status == 200 and before["state"] == "new" and before["strategy"] == "trending"
+    viewed = [
+        it["item_id"]
+        for it in server.get(f"/v1/recommend/user/{_users(server.project, 1)[0]}?k=2")[1]["items"]
+    ]
+    events = [{"session_id": "fresh-visit", "item_id": item, "event_type": "view"} for item in viewed]
+    assert server.post("/v1/events", {"events": events}, authorization=f"Bearer {KEY}")[0] == 200
+    status, after = server.get(f"/v1/recommend/user/{key}?k=6")
+    assert status == 200 and after["state"] == "returning" and after["strategy"] == "session"
+    assert [it["item_id"] for it in after["items"]] != [it["item_id"] for it in before["items"]]
+    time.sleep(1.5)
+    _ingest_inbox(server.project)
+    deadline = time.monotonic() + 30  # the next snapshot holds the events: the server answers as the CLI does
+    while time.monotonic() < deadline:
+        status, http = server.get(f"/v1/recommend/user/{key}?k=6")
+        cli = json.loads(recctl(server.project, "--json", "recommend", "--user", key, "--k", "6").stdout)
+        if http == cli:
+            break
+        time.sleep(0.5)
+    assert http == cli and http["state"] == "returning"

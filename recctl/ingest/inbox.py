@@ -28,13 +28,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recctl import schema
 from recctl.errors import DataError
 
 if TYPE_CHECKING:
+    import polars as pl
+
     from recctl.config import RecctlConfig
 
 OPEN, CLOSED, LOADED = ".ndjson.open", ".ndjson", "loaded"
 ROTATE_BYTES = 16 * 2**20
+#: the interaction frame's columns (recctl.data._interactions_sql), user_id before its session fallback
+FRAME = ("user_id", "item_id", "event_type", "ts", "session_id", "order_id", "value", "quantity", "price",
+         "discount")  # fmt: skip
 _LOCAL = threading.local()  # one in-memory DuckDB per thread for the checks (a connect costs ~14 ms)
 
 
@@ -55,16 +61,20 @@ def inbox_dir(cfg: RecctlConfig) -> Path:
 
 def check_events(
     cfg: RecctlConfig, events: list[dict[str, Any]]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """``events`` (objects in the events table's schema) → (accepted events, ``[{"index", "reason"}]``).
-    An event without ``ts`` is stamped with the time it arrived (UTC)."""
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], pl.DataFrame | None]:
+    """``events`` (objects in the events table's schema) → (accepted events as given, ``[{"index",
+    "reason"}]``, the accepted item events typed as ingest types them, in the interaction frame's columns
+    (``recctl.data.load_interactions``; None when there are none)). An event without ``ts`` is stamped with
+    the time it arrived (UTC)."""
+    import polars as pl
+
     from recctl.ingest import rules_from
     from recctl.ingest.mapping import identity_mapping
     from recctl.ingest.sources import open_source
     from recctl.ingest.stage import stage_sql
 
     if not events:
-        return [], []
+        return [], [], None
     now = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
     stamped = [e if e.get("ts") not in (None, "") else {**e, "ts": now} for e in events]
     mapping = identity_mapping("events")
@@ -73,14 +83,19 @@ def check_events(
         path.write_text("".join(json.dumps(e, ensure_ascii=False) + "\n" for e in stamped), encoding="utf-8")
         con = _checker()
         src = open_source(con, path, "ndjson", mapping.read)
-        sql, _, _ = stage_sql(con, src, mapping, rules_from(cfg))
-        reasons = [r[0] for r in con.execute(f"SELECT _reason FROM ({sql})").fetchall()]
+        sql, carried, _ = stage_sql(con, src, mapping, rules_from(cfg))
+        cols = ", ".join(c if c in carried else f"NULL::{schema.sql_type('events', c)} AS {c}" for c in FRAME)
+        rows = con.sql(f"SELECT _reason, {cols} FROM ({sql})").pl()
+    reasons = rows["_reason"].to_list()
     if len(reasons) != len(stamped):
         raise DataError(f"the batch of {len(stamped)} events read back as {len(reasons)} records",
                         hint="this is a recctl bug: please report it with the batch")  # fmt: skip
     accepted = [e for e, why in zip(stamped, reasons, strict=True) if why is None]
     rejected = [{"index": i, "reason": why} for i, why in enumerate(reasons) if why is not None]
-    return accepted, rejected
+    typed = rows.filter(pl.col("_reason").is_null() & pl.col("item_id").is_not_null()).select(
+        pl.coalesce("user_id", pl.lit("session:") + pl.col("session_id")).alias("user_id"), *FRAME[1:]
+    )
+    return accepted, rejected, typed if typed.height else None
 
 
 def _fsync_dir(folder: Path) -> None:

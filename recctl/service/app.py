@@ -32,6 +32,7 @@ from recctl.errors import (
 )
 from recctl.service.limits import BodyLimit
 from recctl.service.metrics import Metrics
+from recctl.service.recent import Recent
 from recctl.service.snapshot import Holder, Snapshot
 
 MAX_ID = 256  # characters of a user or item id in a path
@@ -79,6 +80,13 @@ def create_app(cfg: RecctlConfig, holder: Holder) -> FastAPI:
 
     metrics = Metrics(holder)
     inbox = Inbox(inbox_dir(cfg), cfg.service.inbox_rotate)
+    recent = Recent(cfg.service.recent_visitors, cfg.service.recent_events, cfg.service.recent_max_age)
+
+    def prune(snap: Snapshot) -> None:
+        with snap.warehouse() as wh:
+            recent.prune(wh.con)
+
+    holder.on_swap.append(prune)
 
     async def rotate() -> None:
         while True:
@@ -182,11 +190,13 @@ def create_app(cfg: RecctlConfig, holder: Holder) -> FastAPI:
                        live: bool = False, explain: bool = False,
                        list_name: Annotated[str, Query(alias="list", description="main | buy-again")] = "main",
                        ) -> dict[str, Any]:  # fmt: skip
-        """The same document as `recctl --json recommend --user` (stored list when fresh, else ranked now)."""
+        """The same document as `recctl --json recommend --user` (stored list when fresh, else ranked now);
+        events this visitor sent to /v1/events that the warehouse does not hold yet are in its history."""
+        _check_id(user_id, "user_id")
         with snap.warehouse() as wh:
-            return service.recommend_user(wh, cfg, _check_id(user_id, "user_id"), k=k, explain=explain,
-                                          category=page, current_item=item, live=live, list_name=list_name,
-                                          served=snap.served)  # fmt: skip
+            return service.recommend_user(wh, cfg, user_id, k=k, explain=explain, category=page,
+                                          current_item=item, live=live, list_name=list_name,
+                                          served=snap.served, recent=recent.frame(user_id))  # fmt: skip
 
     @app.get("/v1/recommend/item/{item_id}", dependencies=[Depends(reads)])
     def recommend_item(item_id: str, snap: Snap, k: K = None,
@@ -240,8 +250,9 @@ def create_app(cfg: RecctlConfig, holder: Holder) -> FastAPI:
         200: all accepted; 207: some rejected, with the index and reason of each; 400: none accepted."""
         if len(req.events) > cfg.service.max_items:
             raise _too_many("events", len(req.events), cfg.service.max_items)
-        accepted, rejected = check_events(cfg, req.events)
-        inbox.append(accepted)
+        accepted, rejected, typed = check_events(cfg, req.events)
+        inbox.append(accepted)  # on disk before the answer; then visible to the visitor's next list
+        recent.add(typed)
         metrics.events.labels(outcome="accepted").inc(len(accepted))
         metrics.events.labels(outcome="rejected").inc(len(rejected))
         doc: dict[str, Any] = {"accepted": len(accepted), "rejected": len(rejected), "errors": rejected}

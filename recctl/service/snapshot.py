@@ -27,7 +27,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -180,6 +180,8 @@ class Holder:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        #: called with each new snapshot once it serves (the recent events drop what it holds)
+        self.on_swap: list[Callable[[Snapshot], None]] = []
 
     def refresh(self) -> bool:
         """Take a new snapshot when the state changed since the current one; True when it swapped."""
@@ -196,7 +198,9 @@ class Holder:
             self.last_error = None
             self.reloads += 1
             self._sweep(keep={snap.folder, previous.folder if previous else snap.folder})
-            return True
+        for hook in self.on_swap:
+            hook(snap)
+        return True
 
     def _sweep(self, keep: set[Path]) -> None:
         """Old snapshot folders go: not the current or the previous one (requests may still read it), nor

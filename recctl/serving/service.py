@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from datetime import datetime
     from pathlib import Path
 
+    import polars as pl
+
     from recctl.config import RecctlConfig
     from recctl.serving.served import Served
     from recctl.warehouse import Warehouse
@@ -33,12 +35,15 @@ def recommend_user(
     wh: Warehouse, cfg: RecctlConfig, user_id: str, *, k: int | None = None, explain: bool = False,
     category: str | None = None, current_item: str | None = None, live: bool = False,
     list_name: str = "main", now: datetime | None = None, served: Served | None = None,
+    recent: pl.DataFrame | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """One user's list: from the online store when it is fresh and no context is given (and not
     ``live``), else ranked now. ``list_name`` ``buy-again``: the bought items the user is due to re-buy
     (always live), the document's ``list`` says which list it is. ``now``: the time to rank at (default:
     the clock; the demo ranks at the end of the sample data). ``served``: the run to answer from
-    (default: the promoted one, read now; the HTTP service passes the run of its snapshot)."""
+    (default: the promoted one, read now; the HTTP service passes the run of its snapshot). ``recent``: the
+    user's events not in the warehouse yet (the service's events of this visit, interaction frame columns):
+    the list is then ranked now with them in the history and the visitor's state."""
     k = k or cfg.serving.k
     served = served or promoted(cfg.runs_dir)
     if list_name not in LISTS:
@@ -46,19 +51,25 @@ def recommend_user(
 
         raise ConfigError(f"unknown list {list_name!r}: use {' or '.join(LISTS)}")
     if list_name == "buy-again":
-        from recctl.serving.user import as_document, buy_again_users, load_inputs
+        from recctl.serving.user import as_document, buy_again_users, load_inputs, with_recent
 
         inputs = load_inputs(wh.con, [user_id], cache_key=str(wh.path))
+        if recent is not None:
+            inputs = with_recent(inputs, recent)
         frame = buy_again_users(wh.con, cfg, served, inputs, k, now=now)
         return {**as_document(frame, user_id, served.run_id, "live", explain), "list": list_name}
-    if not (live or explain or category or current_item):
+    fresh = recent is not None and recent.height > 0
+    if not (live or explain or category or current_item or fresh):
         found = stored(wh.con, user_id, served.run_id, cfg.serving.max_age, k)
         if found is not None:
             return {"user_id": user_id, "run_id": served.run_id, "state": found["state"],
                     "strategy": found["strategy"], "source": "store", "items": found["items"]}  # fmt: skip
-    from recctl.serving.user import as_document, load_inputs, recommend_users
+    from recctl.serving.user import as_document, load_inputs, recommend_users, with_recent
 
     inputs = load_inputs(wh.con, [user_id], cache_key=str(wh.path))
+    if fresh:
+        assert recent is not None
+        inputs = with_recent(inputs, recent)
     frame = recommend_users(
         wh.con, cfg, served, inputs, k, category=category, current_item=current_item, now=now
     )

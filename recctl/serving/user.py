@@ -72,6 +72,36 @@ def load_inputs(
     return Inputs(items, events, visitors(con, user_ids))
 
 
+def with_recent(inputs: Inputs, recent: pl.DataFrame) -> Inputs:
+    """``inputs`` with events not in the warehouse yet (the HTTP service's per-visitor recent events, in
+    the interaction frame's columns) added to their users' history, and those users' states moved on by
+    them: a purchase makes a buyer, any event makes a new visitor returning."""
+    if recent.height == 0:
+        return inputs
+    events = pl.concat([inputs.events, recent.select(inputs.events.columns).cast(inputs.events.schema)])
+    events = events.sort("user_id", "ts", maintain_order=True)
+    counts = events.group_by("user_id").agg(
+        n_items=pl.col("item_id").n_unique().cast(pl.Int64), n_events=pl.len().cast(pl.Int64)
+    )
+    buyers = recent.filter(pl.col("event_type") == "purchase")["user_id"].unique()
+    touched = recent["user_id"].unique()
+    visitors = (
+        inputs.visitors.drop("n_items", "n_events")
+        .join(counts, on="user_id", how="left", maintain_order="left")
+        .with_columns(
+            state=pl.when(pl.col("user_id").is_in(buyers.implode()))
+            .then(pl.lit("buyer"))
+            .when(pl.col("user_id").is_in(touched.implode()) & (pl.col("state") == "new"))
+            .then(pl.lit("returning"))
+            .otherwise(pl.col("state")),
+            n_items=pl.col("n_items").fill_null(0),
+            n_events=pl.col("n_events").fill_null(0),
+        )
+        .select(inputs.visitors.columns)
+    )
+    return Inputs(inputs.catalog, events, visitors)
+
+
 def recent_items(events: pl.DataFrame) -> pl.DataFrame:
     """user_id, item_id, position, back (1 = the latest): each user's last MAX_ITEMS distinct items."""
     return (
