@@ -13,11 +13,12 @@ import hmac
 import sys
 import time
 import traceback
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from recctl.config import RecctlConfig
@@ -36,6 +37,7 @@ from recctl.service.recent import Recent
 from recctl.service.snapshot import Holder, Snapshot
 
 MAX_ID = 256  # characters of a user or item id in a path
+SNIPPET = Path(__file__).with_name("recctl.js")
 
 
 class SessionRequest(BaseModel):
@@ -177,6 +179,11 @@ def create_app(cfg: RecctlConfig, holder: Holder) -> FastAPI:
             return JSONResponse({"ready": False, "error": holder.last_error}, status_code=503)
         return JSONResponse({"ready": True, "reloads": holder.reloads, "last_error": holder.last_error,
                              **snap.describe()})  # fmt: skip
+
+    @app.get("/v1/recctl.js", summary="the shop's JavaScript snippet (events and lists from a page)")
+    def snippet() -> Response:
+        return Response(SNIPPET.read_bytes(), media_type="application/javascript; charset=utf-8",
+                        headers={"cache-control": "public, max-age=300"})  # fmt: skip
 
     @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus text format")
     def prometheus() -> PlainTextResponse:
