@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DATASETS ?= ../shared/datasets
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: install demo test test-real test-all fuzz report-shot bench bench-ingest bench-quality bench-train bench-latency bench-scale bench-scale-full bench-batch-floor lint format clean
+.PHONY: install demo test test-real test-all fuzz report-shot bench bench-ingest bench-quality bench-train bench-latency bench-scale bench-scale-full bench-batch-floor bench-serve lint format clean
 
 install: $(STAMP)
 
@@ -84,6 +84,11 @@ bench-scale: $(STAMP)
 
 bench-scale-full: $(STAMP)
 	$(BIN)/python benchmarks/scale.py --sizes 1M,10M,100M
+
+# recctl serve under load on Complete Journey (wrk, loopback): p50/p99 per route, peak memory, a promotion
+# under load with zero failed requests: results/serve.json (needs Debian's wrk)
+bench-serve: $(STAMP)
+	RECCTL_DATASETS="$(DATASETS)" $(BIN)/python benchmarks/serve.py
 
 # the least recommend --all can cost on Complete Journey: EASE's scoring product alone, as fast as BLAS does it
 bench-batch-floor: $(STAMP)

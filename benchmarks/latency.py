@@ -76,22 +76,23 @@ def wall(argv: list[str], cwd: Path) -> tuple[float, str]:
     return took, proc.stdout
 
 
-def setup(args: argparse.Namespace, cfg: Path) -> None:
-    """Ingest Complete Journey and train into WORK (skipped with --reuse when the project is there)."""
-    wh, runs = WORK / f"{DATASET}.duckdb", WORK / "runs"
+def setup(args: argparse.Namespace, cfg: Path, work: Path = WORK) -> None:
+    """Ingest Complete Journey and train into ``work`` (skipped with --reuse when the project is there);
+    benchmarks/serve.py builds its project the same way."""
+    wh, runs = work / f"{DATASET}.duckdb", work / "runs"
     if args.reuse and wh.exists() and (runs / "PROMOTED").exists():
-        Q.log(f"reusing the project in {WORK}")
+        Q.log(f"reusing the project in {work}")
         return
-    WORK.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(runs, ignore_errors=True)
-    Q.ingest(Q.DATASETS[DATASET], wh, Q.datasets_dir(), work=WORK)
-    (WORK / "configs").mkdir(exist_ok=True)
+    Q.ingest(Q.DATASETS[DATASET], wh, Q.datasets_dir(), work=work)
+    (work / "configs").mkdir(exist_ok=True)
     cfg.write_text(
-        f'runs_dir = "{runs}"\n\n[warehouse]\npath = "{wh}"\n\n[serving]\nsegments_file = "{WORK / "none.toml"}"\n\n'
+        f'runs_dir = "{runs}"\n\n[warehouse]\npath = "{wh}"\n\n[serving]\nsegments_file = "{work / "none.toml"}"\n\n'
         + args.config.read_text()
     )
     Q.log(f"  recctl train ({args.config.name}) …")
-    took, _ = wall([*recctl_cmd(), "--quiet", "--config", str(cfg), "train"], WORK)
+    took, _ = wall([*recctl_cmd(), "--quiet", "--config", str(cfg), "train"], work)
     Q.log(f"  trained in {took:.0f} s")
 
 
