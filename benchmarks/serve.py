@@ -132,7 +132,7 @@ def _ms(text: str) -> float:
 
 def parse(out: str) -> dict[str, Any]:
     """requests/s, the 50 / 99 % latencies, the request count and the non-2xx count from wrk's report."""
-    pct = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)$", out, re.M))
+    pct = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)\s*$", out, re.M))
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     n = re.search(r"(\d+) requests in ([\d.]+)(\w+)", out)
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)

@@ -66,6 +66,46 @@ def _error(status: int, message: str, hint: str | None, code: int) -> JSONRespon
     return JSONResponse({"error": message, "hint": hint, "exit_code": code}, status_code=status)
 
 
+def _doc(doc: dict[str, Any]) -> JSONResponse:
+    """The library's document as the answer, encoded once by the JSON encoder the CLI uses (no response
+    model: FastAPI would walk and re-validate every list)."""
+    return _JSON(doc)
+
+
+class _JSON(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        from recctl.console import to_json
+
+        return to_json(content).encode("utf-8")
+
+
+class Measured:
+    """Requests and latency per route for /metrics, as plain ASGI middleware (Starlette's
+    ``BaseHTTPMiddleware`` costs about a millisecond a request)."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = [500]
+
+        async def sent(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sent)
+        finally:
+            route = scope.get("route")
+            self.metrics.observe(getattr(route, "path", "unmatched"), scope["method"], status[0],
+                                 time.perf_counter() - t0)  # fmt: skip
+
+
 def _check_id(value: str, what: str) -> str:
     if not value.strip() or len(value) > MAX_ID or not value.isprintable():
         raise ConfigError(f"{what} must be 1 to {MAX_ID} printable characters")
@@ -113,14 +153,7 @@ def create_app(cfg: RecctlConfig, holder: Holder) -> FastAPI:
                            allow_methods=["GET", "POST"], allow_headers=["*"])  # fmt: skip
     app.add_middleware(BodyLimit, max_bytes=cfg.service.max_body_bytes)
 
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Any) -> Any:
-        t0 = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        metrics.observe(getattr(route, "path", "unmatched"), request.method, response.status_code,
-                        time.perf_counter() - t0)  # fmt: skip
-        return response
+    app.add_middleware(Measured, metrics=metrics)
 
     @app.exception_handler(RecctlError)
     async def recctl_error(_: Request, exc: RecctlError) -> JSONResponse:
@@ -196,30 +229,30 @@ def create_app(cfg: RecctlConfig, holder: Holder) -> FastAPI:
                        item: Annotated[str | None, Query(description="product page shown")] = None,
                        live: bool = False, explain: bool = False,
                        list_name: Annotated[str, Query(alias="list", description="main | buy-again")] = "main",
-                       ) -> dict[str, Any]:  # fmt: skip
+                       ) -> JSONResponse:  # fmt: skip
         """The same document as `recctl --json recommend --user` (stored list when fresh, else ranked now);
         events this visitor sent to /v1/events that the warehouse does not hold yet are in its history."""
         _check_id(user_id, "user_id")
         with snap.warehouse() as wh:
-            return service.recommend_user(wh, cfg, user_id, k=k, explain=explain, category=page,
+            return _doc(service.recommend_user(wh, cfg, user_id, k=k, explain=explain, category=page,
                                           current_item=item, live=live, list_name=list_name,
-                                          served=snap.served, recent=recent.frame(user_id))  # fmt: skip
+                                          served=snap.served, recent=recent.frame(user_id)))  # fmt: skip
 
     @app.get("/v1/recommend/item/{item_id}", dependencies=[Depends(reads)])
     def recommend_item(item_id: str, snap: Snap, k: K = None,
                        kind: Annotated[str, Query(description="similar | bought-together | viewed-together")]
-                       = "similar") -> dict[str, Any]:  # fmt: skip
+                       = "similar") -> JSONResponse:  # fmt: skip
         """The same document as `recctl --json recommend --item ID --strategy KIND`."""
         from recctl.names import one_of
         from recctl.serving.item import STRATEGIES
 
         one_of(kind, STRATEGIES, what="kind", where="kind")
         with snap.warehouse() as wh:
-            return service.recommend_item(wh, cfg, _check_id(item_id, "item_id"), strategy=kind, k=k,
-                                          served=snap.served)  # fmt: skip
+            return _doc(service.recommend_item(wh, cfg, _check_id(item_id, "item_id"), strategy=kind, k=k,
+                                               served=snap.served))  # fmt: skip
 
     @app.post("/v1/recommend/session", dependencies=[Depends(reads)])
-    def recommend_session(req: SessionRequest, snap: Snap) -> dict[str, Any]:
+    def recommend_session(req: SessionRequest, snap: Snap) -> JSONResponse:
         """An anonymous visitor's events → the same document as `recctl --json recommend --session`."""
         import json
 
@@ -227,26 +260,26 @@ def create_app(cfg: RecctlConfig, holder: Holder) -> FastAPI:
             raise _too_many("events", len(req.events), cfg.service.max_items)
         text = "".join(json.dumps(e) + "\n" for e in req.events)
         with snap.warehouse() as wh:
-            return service.recommend_session(wh, cfg, text, k=req.k, explain=req.explain, category=req.page,
-                                             current_item=req.item, served=snap.served)  # fmt: skip
+            return _doc(service.recommend_session(wh, cfg, text, k=req.k, explain=req.explain,
+                                                  category=req.page, current_item=req.item, served=snap.served))  # fmt: skip
 
     @app.post("/v1/rerank", dependencies=[Depends(reads)])
-    def rerank(req: Annotated[RerankRequest, Body()], snap: Snap) -> dict[str, Any]:
+    def rerank(req: Annotated[RerankRequest, Body()], snap: Snap) -> JSONResponse:
         """A given list re-ranked 1:1 for the visitor: the same document as `recctl --json rerank`."""
         from recctl.serving.rerank import run_rerank
 
         if len(req.items) > cfg.service.max_items:
             raise _too_many("items", len(req.items), cfg.service.max_items)
         with snap.warehouse() as wh:
-            return run_rerank(wh.con, cfg, _check_id(req.user_id, "user_id"), req.items, req.impact)
+            return _doc(run_rerank(wh.con, cfg, _check_id(req.user_id, "user_id"), req.items, req.impact))
 
     @app.get("/v1/segments/{user_id}", dependencies=[Depends(reads)])
-    def segments(user_id: str, snap: Snap) -> dict[str, Any]:
+    def segments(user_id: str, snap: Snap) -> JSONResponse:
         """The same document as `recctl --json segments show`."""
         from recctl.rules.segments import show_user
 
         with snap.warehouse() as wh:
-            return show_user(wh.con, cfg, _check_id(user_id, "user_id"))
+            return _doc(show_user(wh.con, cfg, _check_id(user_id, "user_id")))
 
     @app.post("/v1/events", dependencies=[Depends(need_key)], status_code=200,
               responses={207: {"description": "some events rejected (each with its reason)"},

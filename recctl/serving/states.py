@@ -68,8 +68,16 @@ def visitors(con: duckdb.DuckDBPyConnection, user_ids: list[str] | None = None) 
     None, for every user with events and every registered user."""
     import polars as pl
 
-    per_user = con.sql(_PER_USER.format(where="")).pl()
-    registered = con.sql("SELECT DISTINCT user_id FROM users WHERE user_id IS NOT NULL").pl()
+    if user_ids is None:
+        per_user = con.sql(_PER_USER.format(where="")).pl()
+        registered = con.sql("SELECT DISTINCT user_id FROM users WHERE user_id IS NOT NULL").pl()
+    else:  # only these users' rows (a request asks for one: the shop's other events are not read)
+        given = f"AND {_KEY} IN (SELECT unnest(?::VARCHAR[]))"
+        per_user = con.sql(_PER_USER.format(where=given), params=[user_ids]).pl()
+        registered = con.sql(
+            "SELECT DISTINCT user_id FROM users WHERE user_id IN (SELECT unnest(?::VARCHAR[]))",
+            params=[user_ids],
+        ).pl()
     if user_ids is None:
         ids = pl.concat([per_user.select("user_id"), registered.select("user_id")]).unique()
     else:
