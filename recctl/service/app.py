@@ -236,7 +236,8 @@ def create_app(cfg: RecctlConfig, holder: Holder) -> FastAPI:
         with snap.warehouse() as wh:
             return _doc(service.recommend_user(wh, cfg, user_id, k=k, explain=explain, category=page,
                                           current_item=item, live=live, list_name=list_name,
-                                          served=snap.served, recent=recent.frame(user_id)))  # fmt: skip
+                                          served=snap.served, recent=recent.frame(user_id),
+                                          store=snap.stored))  # fmt: skip
 
     @app.get("/v1/recommend/item/{item_id}", dependencies=[Depends(reads)])
     def recommend_item(item_id: str, snap: Snap, k: K = None,

@@ -10,12 +10,14 @@
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 from recctl.serving.served import promoted
 from recctl.serving.store import stored
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from datetime import datetime
     from pathlib import Path
 
@@ -35,7 +37,7 @@ def recommend_user(
     wh: Warehouse, cfg: RecctlConfig, user_id: str, *, k: int | None = None, explain: bool = False,
     category: str | None = None, current_item: str | None = None, live: bool = False,
     list_name: str = "main", now: datetime | None = None, served: Served | None = None,
-    recent: pl.DataFrame | None = None,
+    recent: pl.DataFrame | None = None, store: Callable[[str, str, str, int], dict[str, Any] | None] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """One user's list: from the online store when it is fresh and no context is given (and not
     ``live``), else ranked now. ``list_name`` ``buy-again``: the bought items the user is due to re-buy
@@ -43,7 +45,9 @@ def recommend_user(
     the clock; the demo ranks at the end of the sample data). ``served``: the run to answer from
     (default: the promoted one, read now; the HTTP service passes the run of its snapshot). ``recent``: the
     user's events not in the warehouse yet (the service's events of this visit, interaction frame columns):
-    the list is then ranked now with them in the history and the visitor's state."""
+    the list is then ranked now with them in the history and the visitor's state. ``store``: how the
+    online store is read (user, run, max_age, k → ``recctl.serving.store.stored``'s result; default: that
+    query; the HTTP service passes its snapshot's in-memory index)."""
     k = k or cfg.serving.k
     served = served or promoted(cfg.runs_dir)
     if list_name not in LISTS:
@@ -60,7 +64,7 @@ def recommend_user(
         return {**as_document(frame, user_id, served.run_id, "live", explain), "list": list_name}
     fresh = recent is not None and recent.height > 0
     if not (live or explain or category or current_item or fresh):
-        found = stored(wh.con, user_id, served.run_id, cfg.serving.max_age, k)
+        found = (store or functools.partial(stored, wh.con))(user_id, served.run_id, cfg.serving.max_age, k)
         if found is not None:
             return {"user_id": user_id, "run_id": served.run_id, "state": found["state"],
                     "strategy": found["strategy"], "source": "store", "items": found["items"]}  # fmt: skip

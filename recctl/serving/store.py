@@ -61,6 +61,12 @@ def stored(
         "WHERE user_id = ? AND run_id = ? AND created_at > ? ORDER BY rank LIMIT ?",
         params=[user_id, run_id, since, k],
     ).fetchall()
+    return stored_document(rows)
+
+
+def stored_document(rows: list[tuple[Any, ...]]) -> dict[str, Any] | None:
+    """A user's stored rows (item_id, rank, score, sources, reason, state, strategy; by rank) → what
+    :func:`stored` returns (the HTTP service's in-memory index of the store answers through this too)."""
     if not rows:
         return None
     items = [
