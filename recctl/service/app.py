@@ -267,12 +267,15 @@ def create_app(cfg: RecctlConfig, holder: Holder) -> FastAPI:
     @app.post("/v1/rerank", dependencies=[Depends(reads)])
     def rerank(req: Annotated[RerankRequest, Body()], snap: Snap) -> JSONResponse:
         """A given list re-ranked 1:1 for the visitor: the same document as `recctl --json rerank`."""
+        from recctl.serving.profile import catalog_index
         from recctl.serving.rerank import run_rerank
 
         if len(req.items) > cfg.service.max_items:
             raise _too_many("items", len(req.items), cfg.service.max_items)
         with snap.warehouse() as wh:
-            return _doc(run_rerank(wh.con, cfg, _check_id(req.user_id, "user_id"), req.items, req.impact))
+            index = catalog_index(wh.con, str(wh.path))  # the catalog in memory, rebuilt per snapshot
+            return _doc(run_rerank(wh.con, cfg, _check_id(req.user_id, "user_id"), req.items, req.impact,
+                                   index=index))  # fmt: skip
 
     @app.get("/v1/segments/{user_id}", dependencies=[Depends(reads)])
     def segments(user_id: str, snap: Snap) -> JSONResponse:
