@@ -51,6 +51,12 @@ def rows_of(frame: pl.DataFrame, key: str, values: pl.Series) -> pl.DataFrame:
     return frame.join(wanted, on=key, how="semi", maintain_order="left")
 
 
+#: the interaction frame's columns, in order (``user_id`` is the customer, or ``session:<id>`` for an
+#: anonymous visit); what ``load_interactions`` returns and what the service's recent events carry
+INTERACTION_COLUMNS = ("user_id", "item_id", "event_type", "ts", "session_id", "order_id", "value", "quantity",
+                       "price", "discount")  # fmt: skip
+
+
 def _interactions_sql(
     before: datetime | None, types: list[str] | None, users: list[str] | None = None
 ) -> tuple[str, list[object]]:
@@ -65,9 +71,9 @@ def _interactions_sql(
     if types:
         where.append(f"event_type IN ({', '.join('?' for _ in types)})")
         params.extend(types)
+    cols = ", ".join(INTERACTION_COLUMNS[1:])
     sql = (
-        "SELECT coalesce(user_id, 'session:' || session_id) AS user_id, item_id, event_type, ts, session_id, "
-        "order_id, value, quantity, price, discount FROM events "
+        f"SELECT coalesce(user_id, 'session:' || session_id) AS user_id, {cols} FROM events "
         f"WHERE {' AND '.join(where)} ORDER BY user_id, ts, event_key"
     )
     return sql, params

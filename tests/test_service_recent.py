@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import duckdb
 import polars as pl
 
-from recctl.ingest.inbox import FRAME
+from recctl.data import INTERACTION_COLUMNS as FRAME
 from recctl.service.recent import Recent
 from recctl.serving.user import Inputs, with_recent
 

@@ -38,9 +38,6 @@ if TYPE_CHECKING:
 
 OPEN, CLOSED, LOADED = ".ndjson.open", ".ndjson", "loaded"
 ROTATE_BYTES = 16 * 2**20
-#: the interaction frame's columns (recctl.data._interactions_sql), user_id before its session fallback
-FRAME = ("user_id", "item_id", "event_type", "ts", "session_id", "order_id", "value", "quantity", "price",
-         "discount")  # fmt: skip
 _LOCAL = threading.local()  # one in-memory DuckDB per thread for the checks (a connect costs ~14 ms)
 
 
@@ -68,6 +65,7 @@ def check_events(
     the time it arrived (UTC)."""
     import polars as pl
 
+    from recctl.data import INTERACTION_COLUMNS as FRAME
     from recctl.ingest import rules_from
     from recctl.ingest.mapping import identity_mapping
     from recctl.ingest.sources import open_source

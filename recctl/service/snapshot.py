@@ -61,7 +61,7 @@ def snapshot_root(cfg: RecctlConfig) -> Path:
 
 
 def fingerprint(cfg: RecctlConfig) -> tuple[str | None, tuple[int, ...]]:
-    """What a snapshot is of: the promoted run id and the warehouse file's (and WAL's) size and mtime."""
+    """What a snapshot is of: the promoted run id and the warehouse file's (and WAL's) size, mtime, inode."""
     stamp: list[int] = []
     for p in (cfg.warehouse.path, Path(f"{cfg.warehouse.path}.wal")):
         try:
@@ -112,7 +112,8 @@ class Snapshot:
         if not self.recs:  # no index (an empty or a large store): the query
             from recctl.serving.store import stored
 
-            return stored(self.con.cursor(), user_id, run_id, max_age, k)
+            with self.warehouse() as wh:
+                return stored(wh.con, user_id, run_id, max_age, k)
         rows = self.recs.get(user_id)
         if not rows:
             return None
